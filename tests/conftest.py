@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+REFERENCE = Path(__file__).parent / "data" / "reference"
+VARIANTS = ("m0", "m1", "m2", "m3")
+REFERENCE_VARIANTS = ("m0", "m1")
+
+
+def pytest_configure(config):
+    torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def manifest() -> dict:
+    return json.loads((REFERENCE / "MANIFEST.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def reference_inputs() -> torch.Tensor:
+    return torch.load(REFERENCE / "inputs.pt", weights_only=True)
+
+
+def reference_checkpoint(variant: str) -> Path:
+    return REFERENCE / f"official_state_dict_{variant}.pt"
+
+
+def reference_logits(variant: str) -> torch.Tensor:
+    return torch.load(REFERENCE / f"official_logits_{variant}.pt", weights_only=True)
+
+
+def rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+def randomize(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Non-degenerate random weights, so that every path matters (eval mode)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                m.weight.normal_(0, (2.0 / (m.weight[0].numel())) ** 0.5, generator=g)
+            elif isinstance(m, torch.nn.Linear):
+                m.weight.normal_(0, 0.2, generator=g)
+                m.bias.normal_(0, 0.05, generator=g)
+            elif isinstance(m, (torch.nn.BatchNorm2d, torch.nn.BatchNorm1d)):
+                m.weight.uniform_(0.7, 1.3, generator=g)
+                m.bias.normal_(0, 0.1, generator=g)
+                m.running_mean.normal_(0, 0.1, generator=g)
+                m.running_var.uniform_(0.5, 2.0, generator=g)
+    return model
