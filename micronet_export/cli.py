@@ -10,9 +10,10 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 from micronet_export import __version__
-from micronet_export.errors import UserError
+from micronet_export.errors import ParityError, UserError
 from micronet_export.model.variants import VARIANTS
 
 
@@ -29,12 +30,107 @@ def _info(argv: list[str]) -> int:
     return 0
 
 
-SUBCOMMANDS = {"info": _info}
+def _thresholds(base, **overrides):
+    from dataclasses import replace
+
+    return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _export(argv: list[str]) -> int:
+    from micronet_export.export import FORMATS, ExportOptions, export
+    from micronet_export.parity import FP16_THRESHOLDS, FP32_THRESHOLDS, INT8_THRESHOLDS
+    from micronet_export.quantize import CALIBRATION_METHODS
+    from micronet_export.report import HEADER, format_table, summary_rows
+
+    p = argparse.ArgumentParser(
+        prog="micronet-export",
+        description="Export MicroNet to ONNX / TFLite with parity checks. "
+        "Sub-commands: info (describe a variant).",
+    )
+    p.add_argument("--variant", required=True, help=f"one of {', '.join(VARIANTS)}")
+    p.add_argument("--format", required=True, choices=FORMATS)
+    prec = p.add_mutually_exclusive_group()
+    prec.add_argument("--int8", action="store_true", help="full-integer int8, calibrated on photos")
+    prec.add_argument("--fp16", action="store_true", help="TFLite with float16 weights")
+    p.add_argument("--checkpoint", help="official-format MicroNet checkpoint (.pth); default: random init")
+    p.add_argument("--calibration", help="folder of photos (jpg/png/webp/bmp); default: the embedded calibration/")
+    p.add_argument("--calibration-method", default="minmax", choices=CALIBRATION_METHODS)
+    p.add_argument("--output", help="output folder (default models/<variant>/)")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--input-size", type=int, default=224, help="multiple of 32 (default 224)")
+    p.add_argument("--dynamic-batch", action="store_true", help="ONNX with a dynamic batch axis")
+    p.add_argument("--io-dtype", default="int8", choices=("int8", "uint8", "float32"), help="int8 TFLite input/output type")
+    p.add_argument("--force", action="store_true", help="overwrite existing artifacts")
+    p.add_argument("--threads", type=int, default=1, help="threads for the parity runs")
+    p.add_argument("--no-per-layer", action="store_true", help="skip the per-layer int8 error table")
+    p.add_argument("--parity-warn-only", action="store_true", help="report parity breaches but exit 0")
+    p.add_argument("--fp32-max-abs-rel", type=float, help=f"default {FP32_THRESHOLDS.max_abs_rel}")
+    p.add_argument("--int8-min-cosine", type=float, help=f"mean logit cosine, default {INT8_THRESHOLDS.cosine_mean}")
+    p.add_argument("--int8-min-top1", type=float, help=f"top-1 agreement, default {INT8_THRESHOLDS.top1_agreement}")
+    p.add_argument("--json", action="store_true", help="print the report JSON instead of the table")
+    args = p.parse_args(argv)
+    # Stage progress on a terminal only: piped stderr (CI, tests) carries warnings and errors.
+    logging.getLogger().setLevel(logging.INFO if sys.stderr.isatty() and not args.json else logging.WARNING)
+    options = ExportOptions(
+        variant=args.variant, format=args.format, int8=args.int8, fp16=args.fp16, checkpoint=args.checkpoint,
+        calibration=args.calibration, output=args.output, opset=args.opset, input_size=args.input_size,
+        dynamic_batch=args.dynamic_batch, calibration_method=args.calibration_method, io_dtype=args.io_dtype,
+        force=args.force, per_layer=not args.no_per_layer, fail_on_parity=not args.parity_warn_only,
+        fp32_thresholds=_thresholds(FP32_THRESHOLDS, max_abs_rel=args.fp32_max_abs_rel),
+        int8_thresholds=_thresholds(INT8_THRESHOLDS, cosine_mean=args.int8_min_cosine, top1_agreement=args.int8_min_top1),
+        fp16_thresholds=FP16_THRESHOLDS, progress=sys.stderr.isatty() and not args.json, threads=args.threads,
+    )
+    try:
+        report, error = export(options), None
+    except ParityError as exc:
+        report, error = exc.report, exc
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        print(format_table(HEADER, summary_rows(report)))
+        print(f"report: {Path(options.output or Path('models') / report.variant) / 'report.md'}")
+    if error is not None:
+        raise error
+    for failure in report.failures():
+        print(f"warning: parity: {failure}", file=sys.stderr)
+    return 0
+
+
+def _evaluate(argv: list[str]) -> int:
+    from micronet_export.evaluate import evaluate
+    from micronet_export.report import format_table
+
+    p = argparse.ArgumentParser(prog="micronet-export evaluate",
+                                description="Top-1/top-5 of checkpoints and artifacts on a labelled folder.")
+    p.add_argument("targets", nargs="+", metavar="ARTIFACT_OR_VARIANT",
+                   help="m0..m3 (with --checkpoint), a .pth checkpoint, an .onnx or a .tflite")
+    p.add_argument("--data", required=True, help="DIR/<class>/<image>, or DIR with --labels file.csv")
+    p.add_argument("--labels", help="file.csv (file,label) or a class-names file (one per line, index order)")
+    p.add_argument("--limit", type=int, help="first N images only")
+    p.add_argument("--input-size", type=int, help="default: the artifacts' size, else 224")
+    p.add_argument("--variant", default="m0", help="variant of .pth targets (default m0)")
+    p.add_argument("--checkpoint", help="checkpoint for variant targets")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    result = evaluate(args.targets, args.data, labels=args.labels, limit=args.limit, input_size=args.input_size,
+                      variant=args.variant, checkpoint=args.checkpoint, threads=args.threads,
+                      progress=sys.stderr.isatty() and not args.json)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        rows = [[r["target"], str(r["images"]), f"{100 * r['top1']:.2f}", f"{100 * r['top5']:.2f}",
+                 f"{100 * r['agreement_with_first']:.2f}"] for r in result["results"]]
+        print(format_table(["target", "images", "top-1 %", "top-5 %", "agrees with first %"], rows))
+    return 0
+
+
+SUBCOMMANDS = {"info": _info, "export": _export, "evaluate": _evaluate}
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     if argv and argv[0] in ("--version", "-V"):
         print(f"micronet-export {__version__}")
         return 0

@@ -20,9 +20,16 @@ class CalibrationError(UserError):
 
 
 class ParityError(UserError):
-    """An exported artifact disagrees with its reference beyond the thresholds."""
+    """An exported artifact disagrees with its reference beyond the thresholds.
+
+    Raised after the artifacts and the report were written; ``report`` holds the numbers.
+    """
 
     exit_code = 1
+
+    def __init__(self, message: str, report=None) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 class OutputExistsError(UserError):

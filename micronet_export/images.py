@@ -116,10 +116,10 @@ def load_folder(
             kept.append(path)
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
             skipped.append((path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
-    if skipped:
-        log.warning("skipped %d unreadable image(s) in %s, e.g. %s", len(skipped), folder, skipped[0][0].name)
     if len(kept) < min_images:
         raise CalibrationError(
             f"{folder} has {len(kept)} readable image(s) ({len(skipped)} unreadable); at least {min_images} needed"
         )
+    if skipped:
+        log.warning("skipped %d unreadable image(s) in %s, e.g. %s", len(skipped), folder, skipped[0][0].name)
     return ImageSet(kept, np.stack(arrays).astype(np.float32), skipped)

@@ -230,9 +230,23 @@ class DYMicroBlock(nn.Module):
 
 
 class SwishLinear(nn.Module):
+    """Linear + BatchNorm1d + h-swish.
+
+    The export formulation folds the BatchNorm into the Linear (the ONNX exporter folds
+    Conv+BN but not Gemm+BN): left unfolded, int8 has to quantize the pre-BN outputs with one
+    per-tensor scale although their per-channel ranges differ by orders of magnitude.
+    """
+
     def __init__(self, inp: int, oup: int) -> None:
         super().__init__()
         self.linear = nn.Sequential(nn.Linear(inp, oup), nn.BatchNorm1d(oup), HSwish())
+        self.formulation = "export"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(x)
+        linear, bn, act = self.linear
+        if self.formulation == "official" or self.training:
+            return self.linear(x)
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        weight = linear.weight * scale[:, None]
+        bias = (linear.bias - bn.running_mean) * scale + bn.bias
+        return act(F.linear(x, weight, bias))

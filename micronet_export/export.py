@@ -1,0 +1,242 @@
+"""The pipeline: model → ONNX → artifacts → parity checks → report.
+
+:func:`export` is what ``micronet-export --variant m0 --format onnx|tflite`` runs. Every artifact
+is written under a temporary name and renamed into place only when the whole run got that far,
+so an error leaves no partial file behind; existing artifacts are never overwritten without
+``force``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from micronet_export.errors import OutputExistsError, ParityError, UserError
+from micronet_export.images import DEFAULT_CALIBRATION_DIR, load_folder
+from micronet_export.model import create_model
+from micronet_export.model.checkpoint import sha256_file
+from micronet_export.model.micronet import get_variant
+from micronet_export.onnx_export import DEFAULT_OPSET, export_onnx, summarize_graph
+from micronet_export.parity import FP16_THRESHOLDS, FP32_THRESHOLDS, INT8_THRESHOLDS, Thresholds, check
+from micronet_export.quantize import CALIBRATION_METHODS, per_layer_error, quantize_onnx
+from micronet_export.report import REPORT_JSON, REPORT_MD, ArtifactReport, Report, write_report
+from micronet_export.runtimes import onnx_session, run_onnx, run_torch
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("onnx", "tflite")
+# One image in HOLDOUT_EVERY is kept out of calibration and used for int8 parity.
+HOLDOUT_EVERY = 5
+MIN_CALIBRATION_IMAGES = 10
+FIXED_INPUT_SEED = 20211011
+FIXED_INPUTS = 2
+# Opset 13 is the first with Split-as-input; the TorchScript exporter stops at 20.
+MIN_OPSET, MAX_OPSET = 13, 20
+
+
+def artifact_names(variant: str) -> dict[str, str]:
+    return {
+        "onnx_fp32": f"micronet_{variant}.onnx",
+        "onnx_int8": f"micronet_{variant}_int8.onnx",
+        "tflite_fp32": f"micronet_{variant}_float32.tflite",
+        "tflite_fp16": f"micronet_{variant}_float16.tflite",
+        "tflite_int8": f"micronet_{variant}_int8.tflite",
+    }
+
+
+@dataclass
+class ExportOptions:
+    variant: str = "m0"
+    format: str = "onnx"
+    int8: bool = False
+    fp16: bool = False
+    checkpoint: str | Path | None = None
+    calibration: str | Path | None = None
+    output: str | Path | None = None
+    opset: int = DEFAULT_OPSET
+    input_size: int = 224
+    dynamic_batch: bool = False
+    calibration_method: str = "minmax"
+    io_dtype: str = "int8"
+    force: bool = False
+    per_layer: bool = True
+    fail_on_parity: bool = True
+    fp32_thresholds: Thresholds = FP32_THRESHOLDS
+    fp16_thresholds: Thresholds = FP16_THRESHOLDS
+    int8_thresholds: Thresholds = INT8_THRESHOLDS
+    progress: bool = False
+    threads: int = 1
+
+    def normalized(self) -> "ExportOptions":
+        variant = get_variant(self.variant).name
+        if self.format not in FORMATS:
+            raise UserError(f"unknown format {self.format!r}; valid: {', '.join(FORMATS)}")
+        if self.int8 and self.fp16:
+            raise UserError("--int8 and --fp16 exclude each other: pick one precision per run")
+        if self.fp16 and self.format != "tflite":
+            raise UserError("--fp16 is a TFLite precision; use --format tflite")
+        if self.calibration_method not in CALIBRATION_METHODS:
+            raise UserError(f"unknown calibration method {self.calibration_method!r}; valid: {', '.join(CALIBRATION_METHODS)}")
+        if self.io_dtype not in ("int8", "uint8", "float32"):
+            raise UserError(f"unknown --io-dtype {self.io_dtype!r}; valid: int8, uint8, float32")
+        if not MIN_OPSET <= self.opset <= MAX_OPSET:
+            raise UserError(f"--opset {self.opset} is not supported; use {MIN_OPSET}..{MAX_OPSET} (default {DEFAULT_OPSET})")
+        if self.input_size < 32 or self.input_size % 32:
+            raise UserError(f"--input-size must be a positive multiple of 32, got {self.input_size}")
+        output = Path(self.output) if self.output else Path("models") / variant
+        return replace(self, variant=variant, output=output)
+
+    def planned(self) -> list[str]:
+        """Artifact keys this run writes, in order."""
+        keys = ["onnx_fp32"]
+        if self.format == "onnx" and self.int8:
+            keys.append("onnx_int8")
+        if self.format == "tflite":
+            keys.append("tflite_int8" if self.int8 else "tflite_fp16" if self.fp16 else "tflite_fp32")
+        return keys
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str):
+        log.info("%s ...", name)
+        start = time.perf_counter()
+        yield
+        self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
+
+
+def _check_existing(folder: Path, files: list[str], force: bool) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"output path {folder} is not a folder")
+    existing = [f for f in files if (folder / f).exists()]
+    if existing and not force:
+        raise OutputExistsError(
+            f"{folder / existing[0]} already exists" + (f" (+{len(existing) - 1} more)" if len(existing) > 1 else "")
+            + "; pass --force to overwrite or --output to write elsewhere"
+        )
+
+
+def _prepare_output(folder: Path, files: list[str], force: bool) -> None:
+    _check_existing(folder, files, force)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create output folder {folder}: {exc.strerror or exc}") from None
+    if not folder.is_dir():
+        raise UserError(f"output path {folder} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"output folder {folder} is not writable; pick another with --output")
+
+
+def split_calibration(arrays: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic split: every HOLDOUT_EVERY-th image (sorted by path) is held out."""
+    idx = np.arange(len(arrays))
+    hold = idx % HOLDOUT_EVERY == HOLDOUT_EVERY - 1
+    return arrays[~hold], arrays[hold]
+
+
+def fixed_inputs(input_size: int) -> np.ndarray:
+    rng = np.random.default_rng(FIXED_INPUT_SEED)
+    return rng.standard_normal((FIXED_INPUTS, 3, input_size, input_size)).astype(np.float32)
+
+
+def export(options: ExportOptions) -> Report:
+    """Run the pipeline; returns the report (also written as report.json / report.md).
+
+    Raises :class:`ParityError` after writing everything when a threshold is breached and
+    ``options.fail_on_parity`` is set.
+    """
+    opts = options.normalized()
+    names = artifact_names(opts.variant)
+    out_dir = Path(opts.output)
+    planned = opts.planned()
+    artifact_files = [names[k] for k in planned] + [REPORT_JSON, REPORT_MD]
+    _check_existing(out_dir, artifact_files, opts.force)
+
+    timer = _Timer()
+    checkpoint = {"path": None, "sha256": None}
+    with timer.stage("build model"):
+        model = create_model(opts.variant, checkpoint=opts.checkpoint, num_classes=None)
+        if opts.checkpoint:
+            checkpoint = {"path": str(opts.checkpoint), "sha256": sha256_file(opts.checkpoint)}
+    with timer.stage("load images"):
+        calib_dir = Path(opts.calibration) if opts.calibration else DEFAULT_CALIBRATION_DIR
+        images = load_folder(calib_dir, input_size=opts.input_size, min_images=MIN_CALIBRATION_IMAGES,
+                             progress=opts.progress)
+        calib, holdout = split_calibration(images.arrays)
+    _prepare_output(out_dir, artifact_files, opts.force)
+    report = Report(
+        variant=opts.variant, input_size=opts.input_size, checkpoint=checkpoint,
+        calibration={"dir": str(calib_dir), "images": int(len(calib)), "holdout": int(len(holdout)),
+                     "skipped": len(images.skipped), "method": opts.calibration_method,
+                     "skipped_files": [p.name for p, _ in images.skipped[:20]]},
+    )
+    staging = Path(tempfile.mkdtemp(prefix=".micronet-export-", dir=out_dir))
+    try:
+        with timer.stage("reference logits"):
+            fixed = fixed_inputs(opts.input_size)
+            torch_fixed, torch_holdout = run_torch(model, fixed), run_torch(model, holdout)
+        with timer.stage("onnx export"):
+            fp32 = export_onnx(model, input_size=opts.input_size, opset=opts.opset, dynamic_batch=opts.dynamic_batch)
+            onnx.save(fp32, staging / names["onnx_fp32"])
+        with timer.stage("onnx parity"):
+            session = onnx_session(staging / names["onnx_fp32"], opts.threads)
+            ort_holdout = run_onnx(session, holdout)
+            art = _onnx_artifact(staging / names["onnx_fp32"], fp32, "fp32", out_dir)
+            art.parity = [
+                check(run_onnx(session, fixed), torch_fixed, opts.fp32_thresholds, reference="pytorch", inputs="fixed random").as_dict(),
+                check(ort_holdout, torch_holdout, opts.fp32_thresholds, reference="pytorch", inputs="held-out photos").as_dict(),
+            ]
+            report.artifacts.append(art)
+        if "onnx_int8" in planned:
+            with timer.stage("onnx int8 quantization"):
+                int8 = quantize_onnx(fp32, calib, method=opts.calibration_method)
+                onnx.save(int8, staging / names["onnx_int8"])
+            with timer.stage("onnx int8 parity"):
+                art = _onnx_artifact(staging / names["onnx_int8"], int8, "int8", out_dir)
+                got = run_onnx(onnx_session(staging / names["onnx_int8"], opts.threads), holdout)
+                art.parity = [check(got, ort_holdout, opts.int8_thresholds, reference="onnxruntime fp32",
+                                    inputs="held-out photos").as_dict()]
+                if opts.per_layer:
+                    art.per_layer = per_layer_error(fp32, int8, holdout[:8])
+                report.artifacts.append(art)
+        if opts.format == "tflite":
+            from micronet_export.tflite_export import tflite_artifacts
+
+            report.artifacts.extend(tflite_artifacts(fp32, opts, staging, out_dir, names, calib, holdout,
+                                                     torch_fixed, fixed, torch_holdout, ort_holdout, timer))
+        keep = [names[k] for k in planned]
+        for name in keep:
+            os.replace(staging / name, out_dir / name)
+        report.timings_s = timer.timings
+        write_report(report, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    if not report.passed and opts.fail_on_parity:
+        raise ParityError("parity failed: " + "; ".join(report.failures()[:3]) + f" (see {out_dir / REPORT_MD})", report)
+    return report
+
+
+def _onnx_artifact(path: Path, proto: onnx.ModelProto, precision: str, out_dir: Path) -> ArtifactReport:
+    summary = summarize_graph(proto)
+    inp, out = proto.graph.input[0], proto.graph.output[0]
+    dims = lambda vi: [d.dim_value or d.dim_param for d in vi.type.tensor_type.shape.dim]
+    return ArtifactReport(
+        path=str(out_dir / path.name), format="onnx", precision=precision, size_bytes=path.stat().st_size,
+        ops=summary.ops,
+        io={"input": {"name": inp.name, "shape": dims(inp), "dtype": "float32", "layout": "NCHW"},
+            "output": {"name": out.name, "shape": dims(out), "dtype": "float32"}},
+        graph={"gather_nodes": summary.gather_nodes, "max_rank": summary.max_rank, "opset": proto.opset_import[0].version},
+    )

@@ -1,0 +1,1 @@
+"""Latency profiling: local, Android (adb), boards (ssh). The runner is self-contained."""

@@ -1,0 +1,192 @@
+#!/usr/bin/env python3
+"""Self-contained model runner: standard library + numpy + whichever runtime the host has.
+
+Copied as-is to a Raspberry Pi (ssh target) and used locally for the runtimes that cannot
+share a process with TensorFlow (tflite-runtime). It never imports micronet_export.
+
+    python3 runner.py MODEL [--runtime auto|litert|tflite_runtime|onnxruntime] [--inputs X.npy]
+                      [--outputs Y.npy] [--threads N] [--runs N] [--warmup N] [--no-xnnpack]
+
+Inputs are float32 NCHW batches (the project's preprocessing); layout changes and int8 I/O
+quantization happen here. Prints one JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import socket
+import sys
+import time
+
+import numpy as np
+
+RUNTIMES = ("litert", "tflite_runtime", "onnxruntime")
+
+
+def _tflite_interpreter(runtime: str, model: str, threads: int, xnnpack: bool):
+    if runtime == "litert":
+        from ai_edge_litert import interpreter as mod
+        import ai_edge_litert as pkg
+    else:
+        from tflite_runtime import interpreter as mod
+        import tflite_runtime as pkg
+    kwargs = {"model_path": model, "num_threads": threads}
+    if not xnnpack:
+        kwargs["experimental_op_resolver_type"] = mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    interp = mod.Interpreter(**kwargs)
+    interp.allocate_tensors()
+    return interp, getattr(pkg, "__version__", "unknown")
+
+
+class TFLiteModel:
+    def __init__(self, runtime: str, model: str, threads: int, xnnpack: bool = True) -> None:
+        self.interp, self.version = _tflite_interpreter(runtime, model, threads, xnnpack)
+        self.inp = self.interp.get_input_details()[0]
+        self.out = self.interp.get_output_details()[0]
+
+    def set_input(self, sample_nchw: np.ndarray) -> None:
+        x = np.ascontiguousarray(sample_nchw.transpose(1, 2, 0))[None]
+        dtype = self.inp["dtype"]
+        if dtype != np.float32:
+            scale, zero = self.inp["quantization"]
+            info = np.iinfo(dtype)
+            x = np.clip(np.round(x / scale) + zero, info.min, info.max).astype(dtype)
+        self.interp.set_tensor(self.inp["index"], x)
+
+    def invoke(self) -> None:
+        self.interp.invoke()
+
+    def output(self) -> np.ndarray:
+        y = self.interp.get_tensor(self.out["index"])
+        if self.out["dtype"] != np.float32:
+            scale, zero = self.out["quantization"]
+            y = (y.astype(np.float32) - zero) * scale
+        return y.astype(np.float32)
+
+
+class OnnxModel:
+    def __init__(self, model: str, threads: int) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        self.session = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+        self.name = self.session.get_inputs()[0].name
+        self.version = ort.__version__
+        self.feed = None
+        self.result = None
+
+    def set_input(self, sample_nchw: np.ndarray) -> None:
+        self.feed = {self.name: sample_nchw[None].astype(np.float32)}
+
+    def invoke(self) -> None:
+        self.result = self.session.run(None, self.feed)[0]
+
+    def output(self) -> np.ndarray:
+        return self.result.astype(np.float32)
+
+
+def pick_runtime(model: str, requested: str) -> str:
+    if model.endswith(".onnx"):
+        return "onnxruntime"
+    if requested != "auto":
+        return requested
+    for name, module in (("litert", "ai_edge_litert"), ("tflite_runtime", "tflite_runtime")):
+        try:
+            __import__(module)
+            return name
+        except ImportError:
+            continue
+    raise SystemExit("error: no TFLite runtime on this host (pip install ai-edge-litert or tflite-runtime)")
+
+
+def peak_rss_mb() -> float:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 1024.0 if sys.platform != "darwin" else rss / (1024.0 * 1024.0)
+
+
+def percentile(values, q):
+    return float(np.percentile(np.asarray(values), q))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description="Run a .tflite / .onnx model and time it.")
+    p.add_argument("model")
+    p.add_argument("--runtime", default="auto", choices=("auto",) + RUNTIMES)
+    p.add_argument("--inputs", help="float32 NCHW .npy; default: one zero image of the model's size")
+    p.add_argument("--outputs", help="write the float32 outputs for --inputs here (.npy)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--runs", type=int, default=0)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--no-xnnpack", action="store_true")
+    args = p.parse_args(argv)
+
+    runtime = pick_runtime(args.model, args.runtime)
+    t0 = time.perf_counter()
+    if runtime == "onnxruntime":
+        model = OnnxModel(args.model, args.threads)
+    else:
+        model = TFLiteModel(runtime, args.model, args.threads, xnnpack=not args.no_xnnpack)
+    init_ms = (time.perf_counter() - t0) * 1e3
+
+    if args.inputs:
+        inputs = np.load(args.inputs).astype(np.float32)
+    elif runtime == "onnxruntime":
+        shape = [d if isinstance(d, int) else 1 for d in model.session.get_inputs()[0].shape]
+        inputs = np.zeros(shape, np.float32)
+    else:
+        n, h, w, c = model.inp["shape"]
+        inputs = np.zeros((1, c, h, w), np.float32)
+
+    outputs = []
+    for sample in inputs:
+        model.set_input(sample)
+        model.invoke()
+        outputs.append(model.output())
+    if args.outputs:
+        np.save(args.outputs, np.concatenate(outputs))
+
+    times = []
+    if args.runs > 0:
+        model.set_input(inputs[0])
+        for _ in range(args.warmup):
+            model.invoke()
+        for _ in range(args.runs):
+            start = time.perf_counter()
+            model.invoke()
+            times.append((time.perf_counter() - start) * 1e3)
+    result = {
+        "runner": "micronet_export.profile.runner",
+        "model": os.path.basename(args.model),
+        "model_size_bytes": os.path.getsize(args.model),
+        "runtime": runtime,
+        "runtime_version": model.version,
+        "xnnpack": runtime != "onnxruntime" and not args.no_xnnpack,
+        "threads": args.threads,
+        "pid": os.getpid(),
+        "hostname": socket.gethostname(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "init_ms": round(init_ms, 3),
+        "runs": len(times),
+        "samples": int(len(inputs)),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
+    if times:
+        result["latency_ms"] = {
+            "p50": percentile(times, 50), "p90": percentile(times, 90), "p99": percentile(times, 99),
+            "min": float(np.min(times)), "mean": float(np.mean(times)),
+        }
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""ONNX Runtime static int8 quantization (QDQ, per-channel weights) and where it hurts.
+
+Calibration data is a list of preprocessed photos (see :mod:`images`), fed by
+:class:`calibration_reader`. :func:`per_layer_error` names each block's int8 error by its
+PyTorch module path, so a user sees which layer to keep in float or recalibrate.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from micronet_export.errors import UserError
+from micronet_export.parity import sqnr_db
+from micronet_export.runtimes import onnx_session, run_onnx
+
+log = logging.getLogger(__name__)
+
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
+
+
+def calibration_reader(arrays: np.ndarray, input_name: str = "input"):
+    """An ORT CalibrationDataReader over (N, 3, S, S) float32 arrays, one sample per batch."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._items = iter(arrays)
+
+        def get_next(self):
+            sample = next(self._items, None)
+            return None if sample is None else {input_name: sample[None].astype(np.float32)}
+
+    return _Reader()
+
+
+def quantize_onnx(
+    fp32_model: onnx.ModelProto,
+    calibration: np.ndarray,
+    *,
+    method: str = "minmax",
+    per_channel: bool = True,
+    nodes_to_exclude: Iterable[str] = (),
+    op_types: Iterable[str] | None = None,
+) -> onnx.ModelProto:
+    """Static QDQ int8 of ``fp32_model`` calibrated on ``calibration``."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+               "entropy": CalibrationMethod.Entropy}
+    if method not in methods:
+        raise UserError(f"unknown calibration method {method!r}; valid: {', '.join(CALIBRATION_METHODS)}")
+    root = logging.getLogger()
+    saved_level = root.level
+    # quantize_static logs "consider pre-processing" hints on the root logger.
+    root.setLevel(logging.ERROR)
+    with tempfile.TemporaryDirectory(prefix="micronet-quant-") as tmp:
+        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        onnx.save(fp32_model, src)
+        quantize_static(
+            str(src), str(dst), calibration_reader(calibration),
+            quant_format=QuantFormat.QDQ,
+            per_channel=per_channel,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=methods[method],
+            nodes_to_exclude=list(nodes_to_exclude),
+            op_types_to_quantize=list(op_types) if op_types else None,
+            extra_options={"CalibTensorRangeSymmetric": False, "ActivationSymmetric": False},
+        )
+        root.setLevel(saved_level)
+        return onnx.load(dst)
+
+
+_SCOPE = re.compile(r"^/(.*)/[^/]+$")
+
+
+def module_path(node_name: str) -> str | None:
+    """'/features/features.4/layers/layers.1/Max' -> 'features.4.layers.1'.
+
+    TorchScript scopes repeat the parent's name for Sequential children ('features',
+    'features.4', 'layers', 'layers.1'): a part that extends the previous one adds its suffix.
+    """
+    m = _SCOPE.match(node_name)
+    if not m:
+        return None
+    parts, prev = [], None
+    for part in (p for p in m.group(1).split("/") if p):
+        parts.append(part[len(prev) + 1:] if prev and part.startswith(prev + ".") else part)
+        prev = part
+    return ".".join(parts) or None
+
+
+def module_outputs(model: onnx.ModelProto, depth: int = 3) -> dict[str, str]:
+    """PyTorch module path (up to ``depth`` dotted levels) -> name of its last output tensor."""
+    last: dict[str, str] = {}
+    for node in model.graph.node:
+        path = module_path(node.name)
+        if not path or not node.output:
+            continue
+        parts = path.split(".")
+        for k in range(1, min(depth, len(parts)) + 1):
+            last[".".join(parts[:k])] = node.output[0]
+    return last
+
+
+def _with_outputs(model: onnx.ModelProto, names: list[str]) -> bytes:
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    existing = {o.name for o in m.graph.output}
+    for name in names:
+        if name not in existing:
+            m.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    return m.SerializeToString()
+
+
+def per_layer_error(
+    fp32_model: onnx.ModelProto, int8_model: onnx.ModelProto, images: np.ndarray, *, depth: int = 4
+) -> list[dict]:
+    """SQNR (dB) of each module's output, int8 graph vs fp32 graph, in graph order."""
+    outputs = module_outputs(fp32_model, depth)
+    int8_names = {o for n in int8_model.graph.node for o in n.output}
+    order = {o: i for i, n in enumerate(fp32_model.graph.node) for o in n.output}
+    consumers: dict[str, list] = {}
+    for node in fp32_model.graph.node:
+        for i in node.input:
+            consumers.setdefault(i, []).append(node)
+    chosen: dict[str, str] = {}
+    for path, tensor in outputs.items():
+        if path.count(".") < 1:
+            continue
+        if tensor not in int8_names:
+            # The quantizer folds a Relu/Clip into its producer and renames the producer's
+            # output to the activation's: follow it.
+            act = [n for n in consumers.get(tensor, []) if n.op_type in ("Relu", "Clip")]
+            tensor = act[0].output[0] if act else tensor
+        if tensor in int8_names:
+            chosen[path] = tensor
+    paths = sorted(chosen, key=lambda p: (order.get(chosen[p], 0), p.count(".")))
+    tensors = [chosen[p] for p in paths]
+    ref = run_onnx(onnx_session(_with_outputs(fp32_model, tensors)), images, outputs=tensors)
+    got = run_onnx(onnx_session(_with_outputs(int8_model, tensors)), images, outputs=tensors)
+    rows = []
+    for path, r, g in zip(paths, ref, got):
+        rows.append({"module": path, "sqnr_db": round(sqnr_db(g, r), 2),
+                     "ref_absmax": float(np.abs(r).max()), "ref_std": float(r.std())})
+    return rows

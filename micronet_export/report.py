@@ -1,0 +1,147 @@
+"""report.json / report.md: one schema for every artifact the tool writes.
+
+Schema (see DESIGN.md)::
+
+    {"variant", "input_size", "tool_version", "checkpoint": {"path", "sha256"},
+     "calibration": {...}, "artifacts": [{"path", "format", "precision", "size_bytes",
+     "ops": {op: count}, "io": {...}, "graph": {...}, "parity": [{"reference", "inputs",
+     "metrics", "thresholds", "passed", "failures"}], "per_layer": [...]}],
+     "timings_s": {stage: seconds}, "passed"}
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from micronet_export import __version__
+
+REPORT_JSON = "report.json"
+REPORT_MD = "report.md"
+
+
+@dataclass
+class ArtifactReport:
+    path: str
+    format: str
+    precision: str
+    size_bytes: int
+    ops: dict[str, int]
+    io: dict = field(default_factory=dict)
+    graph: dict = field(default_factory=dict)
+    parity: list[dict] = field(default_factory=list)
+    per_layer: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(p["passed"] for p in self.parity)
+
+    def as_dict(self) -> dict:
+        return {
+            "path": self.path, "format": self.format, "precision": self.precision,
+            "size_bytes": self.size_bytes, "ops": self.ops, "io": self.io, "graph": self.graph,
+            "parity": self.parity, "per_layer": self.per_layer, "notes": self.notes,
+            "passed": self.passed,
+        }
+
+
+@dataclass
+class Report:
+    variant: str
+    input_size: int
+    checkpoint: dict
+    calibration: dict = field(default_factory=dict)
+    artifacts: list[ArtifactReport] = field(default_factory=list)
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return all(a.passed for a in self.artifacts)
+
+    def failures(self) -> list[str]:
+        out = []
+        for a in self.artifacts:
+            for p in a.parity:
+                for f in p["failures"]:
+                    out.append(f"{Path(a.path).name} vs {p['reference']} on {p['inputs']}: {f}")
+        return out
+
+    def as_dict(self) -> dict:
+        return {
+            "variant": self.variant,
+            "input_size": self.input_size,
+            "tool_version": __version__,
+            "checkpoint": self.checkpoint,
+            "calibration": self.calibration,
+            "artifacts": [a.as_dict() for a in self.artifacts],
+            "timings_s": {k: round(v, 3) for k, v in self.timings_s.items()},
+            "passed": self.passed,
+        }
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 1e-2 and v != 0 else f"{v:.4f}"
+    return str(v)
+
+
+_SHOWN_METRICS = ("max_abs", "cosine_mean", "cosine_min", "top1_agreement", "sqnr_db")
+
+
+def summary_rows(report: Report) -> list[list[str]]:
+    rows = []
+    for a in report.artifacts:
+        for p in a.parity or [None]:
+            metrics = p["metrics"] if p else {}
+            rows.append([
+                Path(a.path).name, a.precision, f"{a.size_bytes / 1024:.0f} KiB", str(sum(a.ops.values())),
+                (f"{p['reference']} / {p['inputs']}" if p else "-"),
+                *[_fmt(metrics[m]) if m in metrics else "-" for m in _SHOWN_METRICS],
+                ("PASS" if p["passed"] else "FAIL") if p else "-",
+            ])
+    return rows
+
+
+HEADER = ["artifact", "precision", "size", "ops", "reference / inputs", *_SHOWN_METRICS, "parity"]
+
+
+def format_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def to_markdown(report: Report) -> str:
+    d = report.as_dict()
+    out = [f"# MicroNet-{report.variant.upper()} export report", "",
+           f"- input: 1x3x{report.input_size}x{report.input_size} (ONNX NCHW), tool {__version__}",
+           f"- checkpoint: {report.checkpoint.get('path') or 'none (random init)'}"
+           + (f" (sha256 {report.checkpoint['sha256'][:16]}…)" if report.checkpoint.get("sha256") else "")]
+    if report.calibration:
+        c = report.calibration
+        out.append(f"- calibration: {c.get('images')} images from {c.get('dir')} ({c.get('method')}),"
+                   f" {c.get('skipped', 0)} skipped; parity on {c.get('holdout')} held-out images")
+    out += ["", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    out += ["| " + " | ".join(r) + " |" for r in summary_rows(report)]
+    for a in report.artifacts:
+        out += ["", f"## {Path(a.path).name}", "", "ops: " + ", ".join(f"{k} {v}" for k, v in a.ops.items())]
+        if a.io:
+            out.append("io: `" + json.dumps(a.io) + "`")
+        for note in a.notes:
+            out.append(f"- {note}")
+        if a.per_layer:
+            out += ["", "Per-layer int8 error (SQNR of each module's output vs fp32, dB; lower is worse):", "",
+                    "| module | SQNR dB |", "|---|---:|"]
+            out += [f"| {r['module']} | {r['sqnr_db']:.1f} |" for r in a.per_layer]
+    out += ["", "timings (s): " + ", ".join(f"{k} {v}" for k, v in d["timings_s"].items()),
+            "", f"**{'PASSED' if report.passed else 'FAILED'}**", ""]
+    return "\n".join(out)
+
+
+def write_report(report: Report, folder: Path) -> tuple[Path, Path]:
+    js, md = folder / REPORT_JSON, folder / REPORT_MD
+    js.write_text(json.dumps(report.as_dict(), indent=2) + "\n")
+    md.write_text(to_markdown(report))
+    return js, md

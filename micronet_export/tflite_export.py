@@ -1,0 +1,193 @@
+"""ONNX → TFLite fp32 / fp16 / full-int8, and what the interpreter makes of it.
+
+The ONNX graph is lowered to a TF function with an NHWC input (:mod:`tflite_lowering`) and
+converted by TFLiteConverter; int8 is full-integer (int8 weights and activations), calibrated
+on the same photos and preprocessing as the ONNX int8 model.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import io
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from micronet_export.errors import UserError
+from micronet_export.tflite_lowering import Lowering
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "fp16", "int8")
+IO_DTYPES = ("int8", "uint8", "float32")
+
+
+def _quiet_tf():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import tensorflow as tf
+
+    tf.get_logger().setLevel(logging.ERROR)
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    return tf
+
+
+@contextlib.contextmanager
+def _silence_stdout():
+    # The MLIR quantizer prints "fully_quantize: ..." on the C stdout.
+    saved = os.dup(1)
+    with open(os.devnull, "wb") as devnull:
+        os.dup2(devnull.fileno(), 1)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def to_nhwc(batch: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(batch.transpose(0, 2, 3, 1))
+
+
+def convert(
+    fp32_onnx: onnx.ModelProto,
+    precision: str,
+    *,
+    calibration: np.ndarray | None = None,
+    io_dtype: str = "int8",
+) -> bytes:
+    """TFLite flatbuffer of ``fp32_onnx`` at ``precision``; ``calibration`` is NCHW float32."""
+    if precision not in PRECISIONS:
+        raise UserError(f"unknown TFLite precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+    tf = _quiet_tf()
+    lowering = Lowering(fp32_onnx, int8_friendly=precision == "int8")
+    fn = tf.function(lowering.build(), input_signature=[tf.TensorSpec(lowering.input_shape_nhwc, tf.float32, name="input")],
+                     autograph=False)
+    concrete = fn.get_concrete_function()
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], fn)
+    if precision == "fp16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif precision == "int8":
+        if calibration is None or not len(calibration):
+            raise UserError("int8 TFLite needs calibration images")
+        samples = to_nhwc(calibration)
+
+        def representative():
+            for s in samples:
+                yield [s[None]]
+
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        dtypes = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}
+        converter.inference_input_type = dtypes[io_dtype]
+        converter.inference_output_type = dtypes[io_dtype]
+    with _silence_stdout():
+        return converter.convert()
+
+
+# -- inspecting a flatbuffer ------------------------------------------------------------
+
+def litert_interpreter(model: bytes | str | Path, threads: int = 1, *, xnnpack: bool = True):
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    kwargs = {"num_threads": threads}
+    if not xnnpack:
+        kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    if isinstance(model, (bytes, bytearray)):
+        interp = Interpreter(model_content=bytes(model), **kwargs)
+    else:
+        interp = Interpreter(model_path=str(model), **kwargs)
+    interp.allocate_tensors()
+    return interp
+
+
+def op_histogram(model: bytes | str | Path) -> dict[str, int]:
+    """Ops of the model as written (before any delegate)."""
+    interp = litert_interpreter(model, xnnpack=False)
+    counts = collections.Counter(op["op_name"] for op in interp._get_ops_details())
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def delegation(model: bytes | str | Path) -> dict:
+    """XNNPACK partitions and the ops left to the default kernels.
+
+    LiteRT lists the nodes of the execution plan's graph after delegation: one DELEGATE node
+    per XNNPACK partition plus the original nodes. The ops that still run on their own are
+    those whose outputs are needed and not produced by a partition: walk back from the
+    model outputs.
+    """
+    interp = litert_interpreter(model, xnnpack=True)
+    ops = interp._get_ops_details()
+    delegates = [op for op in ops if op["op_name"] == "DELEGATE"]
+    produced_by_delegate = {int(t) for op in delegates for t in op["outputs"]}
+    producer = {int(t): op for op in ops if op["op_name"] != "DELEGATE" for t in op["outputs"]}
+    counted: set[int] = set()
+    needed = [int(d["index"]) for d in interp.get_output_details()]
+    needed += [int(t) for op in delegates for t in op["inputs"]]
+    left, seen = [], set()
+    while needed:
+        t = needed.pop()
+        if t in seen or t in produced_by_delegate or t not in producer:
+            continue
+        seen.add(t)
+        op = producer[t]
+        if op["index"] in counted:
+            continue
+        counted.add(op["index"])
+        left.append(op["op_name"])
+        needed.extend(int(i) for i in op["inputs"] if i >= 0)
+    return {"xnnpack_partitions": len(delegates), "ops_outside_xnnpack": len(left),
+            "ops_outside_xnnpack_by_type": dict(collections.Counter(left))}
+
+
+def io_details(model: bytes | str | Path) -> dict:
+    interp = litert_interpreter(model, xnnpack=False)
+
+    def describe(d):
+        scale, zero = d["quantization"]
+        out = {"name": d["name"], "shape": [int(s) for s in d["shape"]], "dtype": np.dtype(d["dtype"]).name}
+        if scale:
+            out.update(scale=float(scale), zero_point=int(zero))
+        return out
+
+    return {"input": {**describe(interp.get_input_details()[0]), "layout": "NHWC"},
+            "output": describe(interp.get_output_details()[0])}
+
+
+def tflite_artifacts(fp32_onnx, opts, staging: Path, out_dir: Path, names: dict, calib, holdout,
+                     torch_fixed, fixed, torch_holdout, ort_holdout, timer) -> list:
+    """Convert, inspect and parity-check the TFLite artifact of this run (export stage)."""
+    from micronet_export.parity import check
+    from micronet_export.report import ArtifactReport
+    from micronet_export.runtimes import run_in_runner, run_tflite
+
+    precision = "int8" if opts.int8 else "fp16" if opts.fp16 else "fp32"
+    key = {"int8": "tflite_int8", "fp16": "tflite_fp16", "fp32": "tflite_fp32"}[precision]
+    path = staging / names[key]
+    with timer.stage(f"tflite {precision} conversion"):
+        path.write_bytes(convert(fp32_onnx, precision, calibration=calib, io_dtype=opts.io_dtype))
+    with timer.stage(f"tflite {precision} parity"):
+        art = ArtifactReport(path=str(out_dir / path.name), format="tflite", precision=precision,
+                             size_bytes=path.stat().st_size, ops=op_histogram(path), io=io_details(path),
+                             graph=delegation(path))
+        if precision == "int8":
+            thresholds, ref, ref_name = opts.int8_thresholds, torch_holdout, "pytorch"
+        else:
+            thresholds = opts.fp16_thresholds if precision == "fp16" else opts.fp32_thresholds
+            ref, ref_name = torch_holdout, "pytorch"
+        litert = run_tflite(path, holdout, opts.threads)
+        art.parity.append(check(litert, ref, thresholds, reference=ref_name, inputs="held-out photos (LiteRT)").as_dict())
+        if precision == "fp32":
+            art.parity.insert(0, check(run_tflite(path, fixed, opts.threads), torch_fixed, thresholds,
+                                       reference=ref_name, inputs="fixed random (LiteRT)").as_dict())
+        pi, info = run_in_runner(path, holdout, "tflite_runtime", opts.threads)
+        art.parity.append(check(pi, ref, thresholds, reference=ref_name,
+                                inputs=f"held-out photos (tflite-runtime {info['runtime_version']})").as_dict())
+        art.graph["gather_ops"] = sum(art.ops.get(op, 0) for op in ("GATHER", "GATHER_ND"))
+        art.graph["transpose_ops"] = art.ops.get("TRANSPOSE", 0)
+    return [art]

@@ -1,0 +1,160 @@
+"""`micronet-export --format onnx [--int8]`: artifacts, report, parity gate, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from PIL import Image
+
+import micronet_export.export as export_mod
+from micronet_export.errors import CalibrationError, OutputExistsError, UserError
+from micronet_export.export import ExportOptions, artifact_names, export
+from micronet_export.onnx_export import summarize_graph
+from micronet_export.parity import Thresholds
+
+from conftest import reference_checkpoint
+from test_cli import assert_one_line_error, run_cli
+
+FP32_MAX_ABS_REL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def onnx_int8_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("onnx-m0")
+    report = export(ExportOptions(variant="m0", format="onnx", int8=True, checkpoint=reference_checkpoint("m0"),
+                                  output=out, fail_on_parity=False))
+    return out, report
+
+
+def test_artifacts_and_report(onnx_int8_run):
+    out, report = onnx_int8_run
+    names = artifact_names("m0")
+    assert sorted(p.name for p in out.iterdir()) == sorted([names["onnx_fp32"], names["onnx_int8"], "report.json", "report.md"])
+    data = json.loads((out / "report.json").read_text())
+    assert {"variant", "input_size", "tool_version", "checkpoint", "artifacts", "timings_s"} <= set(data)
+    assert data["checkpoint"]["sha256"] and len(data["checkpoint"]["sha256"]) == 64
+    assert data["calibration"]["images"] == 160 and data["calibration"]["holdout"] == 40
+    for art in data["artifacts"]:
+        assert Path(art["path"]).is_file() and art["size_bytes"] == Path(art["path"]).stat().st_size
+        assert sum(art["ops"].values()) > 100
+        assert art["graph"]["gather_nodes"] == 0 and art["graph"]["max_rank"] <= 4
+    fp32 = data["artifacts"][0]
+    assert fp32["precision"] == "fp32" and fp32["passed"]
+    assert all(p["metrics"]["max_abs_rel"] <= FP32_MAX_ABS_REL for p in fp32["parity"])
+    assert "micronet_m0_int8.onnx" in (out / "report.md").read_text()
+
+
+def test_int8_graph_is_qdq_and_gather_free(onnx_int8_run):
+    out, report = onnx_int8_run
+    proto = onnx.load(out / artifact_names("m0")["onnx_int8"])
+    summary = summarize_graph(proto)
+    assert summary.ops.get("QuantizeLinear", 0) > 50 and summary.ops.get("DequantizeLinear", 0) > 50
+    assert summary.gather_nodes == 0 and summary.max_rank <= 4
+    onnx.checker.check_model(proto, full_check=True)
+
+
+def test_int8_metrics_and_per_layer_error_are_reported(onnx_int8_run):
+    _, report = onnx_int8_run
+    int8 = report.artifacts[1]
+    metrics = int8.parity[0]["metrics"]
+    for key in ("cosine_mean", "cosine_min", "top1_agreement", "max_abs", "sqnr_db"):
+        assert np.isfinite(metrics[key])
+    assert -1.0 <= metrics["cosine_min"] <= metrics["cosine_mean"] <= 1.0
+    modules = [row["module"] for row in int8.per_layer]
+    assert "features.1" in modules and "features.7" in modules and "classifier.2" in modules
+    by_module = {row["module"]: row["sqnr_db"] for row in int8.per_layer}
+    # int8 error accumulates: the first block is quantized better than the last one.
+    assert by_module["features.1"] > by_module["features.7"]
+
+
+def test_parity_breach_fails_with_the_failing_cell(tmp_path):
+    options = ExportOptions(variant="m0", format="onnx", checkpoint=reference_checkpoint("m0"), output=tmp_path,
+                            fp32_thresholds=Thresholds(max_abs_rel=1e-12))
+    with pytest.raises(UserError, match=r"micronet_m0.onnx vs pytorch on .*max_abs_rel .* \(needs <= 1e-12\)"):
+        export(options)
+    assert (tmp_path / "report.json").is_file()  # the evidence stays
+
+
+def test_existing_artifacts_need_force(tmp_path):
+    (tmp_path / "micronet_m0.onnx").write_bytes(b"old")
+    with pytest.raises(OutputExistsError, match="already exists; pass --force"):
+        export(ExportOptions(variant="m0", format="onnx", output=tmp_path))
+    assert (tmp_path / "micronet_m0.onnx").read_bytes() == b"old"
+    export(ExportOptions(variant="m0", format="onnx", output=tmp_path, force=True, fail_on_parity=False))
+    assert onnx.load(tmp_path / "micronet_m0.onnx").graph.node
+
+
+def test_no_partial_artifact_after_a_failure(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise UserError("quantizer exploded")
+
+    monkeypatch.setattr(export_mod, "quantize_onnx", broken)
+    with pytest.raises(UserError, match="quantizer exploded"):
+        export(ExportOptions(variant="m0", format="onnx", int8=True, output=tmp_path))
+    assert list(tmp_path.iterdir()) == []
+
+
+def _photos(folder: Path, n: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)).save(folder / f"p{i}.png")
+    return folder
+
+
+def test_user_calibration_folder_with_bad_files(tmp_path):
+    calib = _photos(tmp_path / "calib", 12)
+    (calib / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    (calib / "readme.txt").write_text("ignored")
+    report = export(ExportOptions(variant="m0", format="onnx", int8=True, calibration=calib,
+                                  output=tmp_path / "out", fail_on_parity=False, per_layer=False))
+    assert report.calibration["skipped"] == 1 and report.calibration["skipped_files"] == ["corrupt.jpg"]
+    assert report.calibration["images"] + report.calibration["holdout"] == 12
+
+
+@pytest.mark.parametrize("case,fragments", [
+    ("missing", ["does not exist"]),
+    ("empty", ["no images in"]),
+    ("too_few", ["readable image(s)", "at least 10 needed"]),
+])
+def test_bad_calibration_folders_cli(tmp_path, case, fragments):
+    calib = tmp_path / "calib"
+    if case == "empty":
+        calib.mkdir()
+    elif case == "too_few":
+        _photos(calib, 3)
+        (calib / "bad.png").write_bytes(b"nope")
+    out = tmp_path / "out"
+    proc = run_cli("--variant", "m0", "--format", "onnx", "--int8", "--calibration", str(calib), "--output", str(out))
+    assert_one_line_error(proc, *fragments)
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_unwritable_output_cli(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    assert_one_line_error(run_cli("--variant", "m0", "--format", "onnx", "--output", str(blocker)), "not a folder")
+    assert_one_line_error(run_cli("--variant", "m0", "--format", "onnx", "--output", str(blocker / "sub")),
+                          "cannot create output folder")
+
+
+def test_existing_artifacts_cli(tmp_path):
+    (tmp_path / "micronet_m1.onnx").write_bytes(b"old")
+    assert_one_line_error(run_cli("--variant", "m1", "--format", "onnx", "--output", str(tmp_path)),
+                          "micronet_m1.onnx already exists", "--force")
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--variant", "m9", "--format", "onnx"], "unknown variant 'm9'"),
+    (["--variant", "m0", "--format", "onnx", "--opset", "9"], "--opset 9 is not supported"),
+    (["--variant", "m0", "--format", "onnx", "--input-size", "100"], "multiple of 32"),
+    (["--variant", "m0", "--format", "onnx", "--fp16"], "--fp16 is a TFLite precision"),
+    (["--variant", "m0", "--format", "onnx", "--checkpoint", "/nonexistent.pth"], "does not exist"),
+])
+def test_option_errors_cli(tmp_path, args, fragment):
+    assert_one_line_error(run_cli(*args, "--output", str(tmp_path / "o")), fragment)
