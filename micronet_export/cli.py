@@ -125,7 +125,45 @@ def _evaluate(argv: list[str]) -> int:
     return 0
 
 
-SUBCOMMANDS = {"info": _info, "export": _export, "evaluate": _evaluate}
+def _profile(argv: list[str]) -> int:
+    from micronet_export.profile import ProfileOptions, format_profile, plot_profile, profile
+
+    p = argparse.ArgumentParser(prog="micronet-export profile", description="Latency of .tflite / .onnx models.")
+    p.add_argument("artifacts", nargs="+", metavar="ARTIFACT")
+    p.add_argument("--threads", default="1", help="comma-separated thread counts, e.g. 1,2,4")
+    p.add_argument("--runs", type=int, default=100)
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--target", default="local", help="local | adb[:SERIAL] | ssh:[USER@]HOST[:PORT]")
+    p.add_argument("--no-xnnpack", action="store_true", help="TFLite default kernels instead of XNNPACK")
+    p.add_argument("--cpus", help="pin to CPUs (local/ssh), e.g. 0")
+    p.add_argument("--benchmark-binary", help="TFLite benchmark_model binary (pushed over adb; run locally if given)")
+    p.add_argument("--identity", help="ssh private key file")
+    p.add_argument("--known-hosts", help="ssh known_hosts file (host-key checking stays on)")
+    p.add_argument("--ssh-option", action="append", default=[], help="extra ssh -o option, repeatable")
+    p.add_argument("--remote-python", default="python3")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--plot", help="write a PNG: latency by threads, top ops")
+    args = p.parse_args(argv)
+    try:
+        threads = [int(t) for t in args.threads.split(",") if t.strip()]
+    except ValueError:
+        raise UserError(f"--threads takes comma-separated integers, got {args.threads!r}") from None
+    opts = ProfileOptions(threads=threads, runs=args.runs, warmup=args.warmup, xnnpack=not args.no_xnnpack,
+                          cpus=args.cpus, benchmark_binary=args.benchmark_binary, identity=args.identity,
+                          known_hosts=args.known_hosts, ssh_options=args.ssh_option, remote_python=args.remote_python)
+    results = profile(args.artifacts, args.target, opts)
+    if args.plot:
+        plot_profile(results, args.plot)
+    if args.json:
+        print(json.dumps({"target": args.target, "results": results}, indent=2))
+    else:
+        print(format_profile(results))
+        if args.plot:
+            print(f"plot: {args.plot}")
+    return 0
+
+
+SUBCOMMANDS = {"info": _info, "export": _export, "evaluate": _evaluate, "profile": _profile}
 
 
 def main(argv: list[str] | None = None) -> int:

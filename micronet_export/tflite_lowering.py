@@ -70,8 +70,37 @@ class Lowering:
                 self.consts[node.output[0]] = numpy_helper.to_array(_attrs(node)["value"])
         self.input_name = model.graph.input[0].name
         self.output_name = model.graph.output[0].name
+        self.hard_swish = self._find_hard_swish() if int8_friendly else {}
         in_shape = self.shapes[self.input_name]
         self.input_shape_nhwc = [in_shape[0], in_shape[2], in_shape[3], in_shape[1]]
+
+    def _find_hard_swish(self) -> dict[str, str]:
+        """Mul nodes computing ``x * clip(x + 3, 0, 6) / 6`` -> name of ``x``.
+
+        TFLiteConverter fuses that pattern into HARD_SWISH, which XNNPACK runs in float only;
+        for int8 the lowering writes ``(x / 6) * relu6(x + 3)``, which it leaves as MUL, ADD
+        (fused RELU6) and MUL, all delegated.
+        """
+        producer = {o: n for n in self.model.graph.node for o in n.output}
+
+        def const(name, value):
+            return name in self.consts and self.consts[name].size == 1 and float(self.consts[name]) == value
+
+        found = {}
+        for node in self.model.graph.node:
+            if node.op_type != "Mul":
+                continue
+            for x_name, other in ((node.input[0], node.input[1]), (node.input[1], node.input[0])):
+                div = producer.get(other)
+                if not div or div.op_type != "Div" or not const(div.input[1], 6.0):
+                    continue
+                clip = producer.get(div.input[0])
+                if not clip or clip.op_type != "Clip" or not (const(clip.input[1], 0.0) and const(clip.input[2], 6.0)):
+                    continue
+                add = producer.get(clip.input[0])
+                if add and add.op_type == "Add" and x_name in add.input and any(const(i, 3.0) for i in add.input):
+                    found[node.name] = x_name
+        return found
 
     # -- helpers ---------------------------------------------------------------------------
     def _get(self, env, name) -> _Lowered:
@@ -191,6 +220,9 @@ class Lowering:
         return self._binary(tf, inputs[0], inputs[1], lambda p, q: p - q)
 
     def _op_Mul(self, tf, node, inputs, a):
+        if node.name in self.hard_swish:
+            x = inputs[list(node.input).index(self.hard_swish[node.name])]
+            return _Lowered((x.value * (1.0 / 6.0)) * tf.nn.relu6(x.value + 3.0), x.perm, x.shape)
         return self._binary(tf, inputs[0], inputs[1], lambda p, q: p * q)
 
     def _op_Div(self, tf, node, inputs, a):

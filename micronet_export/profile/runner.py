@@ -69,10 +69,15 @@ class TFLiteModel:
 
 
 class OnnxModel:
-    def __init__(self, model: str, threads: int) -> None:
+    def __init__(self, model: str, threads: int, profile: bool = False) -> None:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
+        if profile:
+            import tempfile
+
+            opts.enable_profiling = True
+            opts.profile_file_prefix = os.path.join(tempfile.mkdtemp(prefix="ort-profile-"), "trace")
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
@@ -91,6 +96,21 @@ class OnnxModel:
     def output(self) -> np.ndarray:
         return self.result.astype(np.float32)
 
+    def op_profile(self) -> list[dict]:
+        """Per-node mean times from ONNX Runtime's trace (kernel time events)."""
+        path = self.session.end_profiling()
+        with open(path) as f:
+            events = json.load(f)
+        totals: dict[str, list] = {}
+        for e in events:
+            if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+                name = e["name"][: -len("_kernel_time")]
+                entry = totals.setdefault(name, [e.get("args", {}).get("op_name", "?"), 0.0, 0])
+                entry[1] += e.get("dur", 0) / 1e3
+                entry[2] += 1
+        rows = [{"name": n, "op": op, "ms": ms / max(c, 1), "calls": c} for n, (op, ms, c) in totals.items()]
+        return sorted(rows, key=lambda r: -r["ms"])
+
 
 def pick_runtime(model: str, requested: str) -> str:
     if model.endswith(".onnx"):
@@ -104,6 +124,17 @@ def pick_runtime(model: str, requested: str) -> str:
         except ImportError:
             continue
     raise SystemExit("error: no TFLite runtime on this host (pip install ai-edge-litert or tflite-runtime)")
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith(("model name", "hardware", "cpu model")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def peak_rss_mb() -> float:
@@ -125,7 +156,11 @@ def main(argv=None) -> int:
     p.add_argument("--runs", type=int, default=0)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--no-xnnpack", action="store_true")
+    p.add_argument("--cpus", help="pin to these CPUs, e.g. 0 or 0,1 (Linux)")
+    p.add_argument("--profile-ops", action="store_true", help="per-op times (ONNX Runtime's profiler)")
     args = p.parse_args(argv)
+    if args.cpus:
+        os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
 
     runtime = pick_runtime(args.model, args.runtime)
     t0 = time.perf_counter()
@@ -171,14 +206,25 @@ def main(argv=None) -> int:
         "threads": args.threads,
         "pid": os.getpid(),
         "hostname": socket.gethostname(),
+        # Set by sshd for remote sessions: shows which connection ran the numbers.
+        "ssh_connection": os.environ.get("SSH_CONNECTION"),
         "machine": platform.machine(),
         "python": platform.python_version(),
         "numpy": np.__version__,
         "init_ms": round(init_ms, 3),
         "runs": len(times),
         "samples": int(len(inputs)),
+        "cpu": cpu_model(),
+        "cpus": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }
+    if args.profile_ops and runtime == "onnxruntime":
+        # A second, profiling session: the profiler's overhead stays out of the latencies.
+        profiled = OnnxModel(args.model, args.threads, profile=True)
+        profiled.set_input(inputs[0])
+        for _ in range(max(args.runs, 10)):
+            profiled.invoke()
+        result["ops"] = profiled.op_profile()[:200]
     if times:
         result["latency_ms"] = {
             "p50": percentile(times, 50), "p90": percentile(times, 90), "p99": percentile(times, 99),
