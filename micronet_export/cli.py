@@ -20,11 +20,23 @@ from micronet_export.model.variants import VARIANTS
 def _info(argv: list[str]) -> int:
     from micronet_export.info import format_info, variant_info
 
-    p = argparse.ArgumentParser(prog="micronet-export info", description="Describe a MicroNet variant.")
-    p.add_argument("--variant", required=True, help=f"one of {', '.join(VARIANTS)}")
+    p = argparse.ArgumentParser(prog="micronet-export info",
+                                description="Describe a MicroNet variant, or read an artifact's metadata.")
+    p.add_argument("artifact", nargs="?", help=".onnx or .tflite written by micronet-export")
+    p.add_argument("--variant", help=f"one of {', '.join(VARIANTS)}")
     p.add_argument("--input-size", type=int, default=224)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = p.parse_args(argv)
+    if args.artifact:
+        from micronet_export.metadata import read_metadata
+
+        meta = read_metadata(args.artifact)
+        if not meta:
+            raise UserError(f"{args.artifact} carries no micronet-export metadata (was it written by this tool?)")
+        print(json.dumps(meta, indent=2) if args.json else "\n".join(f"{k:<28} {v}" for k, v in meta.items()))
+        return 0
+    if not args.variant:
+        raise UserError("give --variant m0..m3 or an artifact path")
     info = variant_info(args.variant, input_size=args.input_size)
     print(json.dumps(info, indent=2) if args.json else format_info(info))
     return 0
@@ -52,12 +64,15 @@ def _export(argv: list[str]) -> int:
     prec = p.add_mutually_exclusive_group()
     prec.add_argument("--int8", action="store_true", help="full-integer int8, calibrated on photos")
     prec.add_argument("--fp16", action="store_true", help="TFLite with float16 weights")
-    p.add_argument("--checkpoint", help="official-format MicroNet checkpoint (.pth); default: random init")
-    p.add_argument("--calibration", help="folder of photos (jpg/png/webp/bmp); default: the embedded calibration/")
+    p.add_argument("--checkpoint", help="official-format MicroNet checkpoint (.pth); default for m0: the shipped "
+                   "Fashion-MNIST checkpoint (models/micronet_m0_fashion_mnist.pth), else random init")
+    p.add_argument("--random-init", action="store_true", help="ignore the shipped default checkpoint")
+    p.add_argument("--calibration", help="folder of images (jpg/png/webp/bmp); default: the checkpoint card's set, "
+                   "else the 200 photos in calibration/")
     p.add_argument("--calibration-method", default="minmax", choices=CALIBRATION_METHODS)
     p.add_argument("--output", help="output folder (default models/<variant>/)")
     p.add_argument("--opset", type=int, default=17)
-    p.add_argument("--input-size", type=int, default=224, help="multiple of 32 (default 224)")
+    p.add_argument("--input-size", type=int, help="multiple of 32 (default: the checkpoint card's, else 224)")
     p.add_argument("--dynamic-batch", action="store_true", help="ONNX with a dynamic batch axis")
     p.add_argument("--io-dtype", default="int8", choices=("int8", "uint8", "float32"), help="int8 TFLite input/output type")
     p.add_argument("--force", action="store_true", help="overwrite existing artifacts")
@@ -73,6 +88,7 @@ def _export(argv: list[str]) -> int:
     logging.getLogger().setLevel(logging.INFO if sys.stderr.isatty() and not args.json else logging.WARNING)
     options = ExportOptions(
         variant=args.variant, format=args.format, int8=args.int8, fp16=args.fp16, checkpoint=args.checkpoint,
+        random_init=args.random_init,
         calibration=args.calibration, output=args.output, opset=args.opset, input_size=args.input_size,
         dynamic_batch=args.dynamic_batch, calibration_method=args.calibration_method, io_dtype=args.io_dtype,
         force=args.force, per_layer=not args.no_per_layer, fail_on_parity=not args.parity_warn_only,
@@ -89,6 +105,9 @@ def _export(argv: list[str]) -> int:
     else:
         print(format_table(HEADER, summary_rows(report)))
         print(f"report: {Path(options.output or Path('models') / report.variant) / 'report.md'}")
+        ckpt = report.checkpoint.get("path")
+        print(f"weights: {ckpt or 'random initialisation (no checkpoint)'}; input {report.input_size}x{report.input_size}; "
+              f"calibration: {report.calibration.get('dir')}")
     if error is not None:
         raise error
     for failure in report.failures():
@@ -163,7 +182,56 @@ def _profile(argv: list[str]) -> int:
     return 0
 
 
-SUBCOMMANDS = {"info": _info, "export": _export, "evaluate": _evaluate, "profile": _profile}
+def _check(argv: list[str]) -> int:
+    from micronet_export.check import format_rows, run_check, write_junit
+    from micronet_export.export import ExportOptions
+    from micronet_export.parity import FP16_THRESHOLDS, FP32_THRESHOLDS, INT8_THRESHOLDS
+
+    p = argparse.ArgumentParser(prog="micronet-export check",
+                                description="Parity matrix as a CI gate: exit 0 when every cell holds, 1 otherwise.")
+    p.add_argument("--variants", default="m0")
+    p.add_argument("--formats", default="onnx,tflite")
+    p.add_argument("--precisions", default="fp32,int8")
+    p.add_argument("--checkpoint", action="append", default=[], metavar="[VARIANT=]PATH",
+                   help="checkpoint for all variants, or VARIANT=PATH (repeatable)")
+    p.add_argument("--calibration", help="calibration folder (default: the embedded photos)")
+    p.add_argument("--input-size", type=int)
+    p.add_argument("--random-init", action="store_true", help="ignore the shipped default checkpoint")
+    p.add_argument("--output", help="keep the artifacts here (default: a temporary folder)")
+    p.add_argument("--fp32-max-abs-rel", type=float, help=f"default {FP32_THRESHOLDS.max_abs_rel}")
+    p.add_argument("--fp16-min-cosine", type=float, help=f"default {FP16_THRESHOLDS.cosine_mean}")
+    p.add_argument("--int8-min-cosine", type=float, help=f"default {INT8_THRESHOLDS.cosine_mean}")
+    p.add_argument("--int8-min-top1", type=float, help=f"default {INT8_THRESHOLDS.top1_agreement}")
+    p.add_argument("--junit", help="write JUnit XML here")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    checkpoints, default_ckpt = {}, None
+    for item in args.checkpoint:
+        variant, sep, path = item.partition("=")
+        if sep and variant.lower() in VARIANTS:
+            checkpoints[variant.lower()] = path
+        else:
+            default_ckpt = item
+    base = ExportOptions(
+        checkpoint=default_ckpt, calibration=args.calibration, input_size=args.input_size, random_init=args.random_init,
+        fp32_thresholds=_thresholds(FP32_THRESHOLDS, max_abs_rel=args.fp32_max_abs_rel),
+        fp16_thresholds=_thresholds(FP16_THRESHOLDS, cosine_mean=args.fp16_min_cosine),
+        int8_thresholds=_thresholds(INT8_THRESHOLDS, cosine_mean=args.int8_min_cosine, top1_agreement=args.int8_min_top1),
+    )
+    logging.getLogger().setLevel(logging.INFO if sys.stderr.isatty() and not args.json else logging.WARNING)
+    rows = run_check(args.variants, args.formats, args.precisions, checkpoints=checkpoints, base=base, output=args.output)
+    if args.junit:
+        write_junit(rows, args.junit)
+    failed = [r for r in rows if not r["passed"]]
+    if args.json:
+        print(json.dumps({"passed": not failed, "cells": rows}, indent=2))
+    else:
+        print(format_rows(rows))
+        print(f"{len(rows) - len(failed)} passed, {len(failed)} failed")
+    return 1 if failed else 0
+
+
+SUBCOMMANDS = {"info": _info, "export": _export, "evaluate": _evaluate, "profile": _profile, "check": _check}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -181,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into head & co.
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

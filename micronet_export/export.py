@@ -21,7 +21,8 @@ import numpy as np
 import onnx
 
 from micronet_export.errors import OutputExistsError, ParityError, UserError
-from micronet_export.images import DEFAULT_CALIBRATION_DIR, load_folder
+from micronet_export.images import DEFAULT_CALIBRATION_DIR, load_folder, project_path
+from micronet_export.metadata import artifact_metadata, set_onnx_metadata
 from micronet_export.model import create_model
 from micronet_export.model.checkpoint import sha256_file
 from micronet_export.model.micronet import get_variant
@@ -41,6 +42,31 @@ FIXED_INPUT_SEED = 20211011
 FIXED_INPUTS = 2
 # Opset 13 is the first with Split-as-input; the TorchScript exporter stops at 20.
 MIN_OPSET, MAX_OPSET = 13, 20
+
+
+# Shipped trained checkpoints, used when no --checkpoint is given (the "embedded defaults"):
+# a card beside each (same name, .json) records its input size, classes and calibration set.
+DEFAULT_CHECKPOINTS = {"m0": "models/micronet_m0_fashion_mnist.pth"}
+
+
+def default_checkpoint(variant: str) -> Path | None:
+    rel = DEFAULT_CHECKPOINTS.get(variant)
+    path = project_path(rel) if rel else None
+    return path if path is not None and path.is_file() else None
+
+
+def checkpoint_card(checkpoint) -> dict:
+    if not checkpoint:
+        return {}
+    card = Path(checkpoint).with_suffix(".json")
+    if card.is_file():
+        import json
+
+        try:
+            return json.loads(card.read_text())
+        except ValueError:
+            log.warning("ignoring unreadable checkpoint card %s", card)
+    return {}
 
 
 def artifact_names(variant: str) -> dict[str, str]:
@@ -63,7 +89,8 @@ class ExportOptions:
     calibration: str | Path | None = None
     output: str | Path | None = None
     opset: int = DEFAULT_OPSET
-    input_size: int = 224
+    input_size: int | None = None  # None: the checkpoint card's, else 224
+    random_init: bool = False  # ignore the shipped default checkpoint
     dynamic_batch: bool = False
     calibration_method: str = "minmax"
     io_dtype: str = "int8"
@@ -78,6 +105,14 @@ class ExportOptions:
 
     def normalized(self) -> "ExportOptions":
         variant = get_variant(self.variant).name
+        checkpoint = self.checkpoint
+        if checkpoint is None and not self.random_init:
+            checkpoint = default_checkpoint(variant)
+        card = checkpoint_card(checkpoint)
+        input_size = self.input_size or int(card.get("input_size", 224))
+        calibration = self.calibration
+        if calibration is None and card.get("calibration"):
+            calibration = project_path(card["calibration"])
         if self.format not in FORMATS:
             raise UserError(f"unknown format {self.format!r}; valid: {', '.join(FORMATS)}")
         if self.int8 and self.fp16:
@@ -90,10 +125,11 @@ class ExportOptions:
             raise UserError(f"unknown --io-dtype {self.io_dtype!r}; valid: int8, uint8, float32")
         if not MIN_OPSET <= self.opset <= MAX_OPSET:
             raise UserError(f"--opset {self.opset} is not supported; use {MIN_OPSET}..{MAX_OPSET} (default {DEFAULT_OPSET})")
-        if self.input_size < 32 or self.input_size % 32:
-            raise UserError(f"--input-size must be a positive multiple of 32, got {self.input_size}")
+        if input_size < 32 or input_size % 32:
+            raise UserError(f"--input-size must be a positive multiple of 32, got {input_size}")
         output = Path(self.output) if self.output else Path("models") / variant
-        return replace(self, variant=variant, output=output)
+        return replace(self, variant=variant, output=output, checkpoint=checkpoint, input_size=input_size,
+                       calibration=calibration)
 
     def planned(self) -> list[str]:
         """Artifact keys this run writes, in order."""
@@ -183,6 +219,13 @@ def export(options: ExportOptions) -> Report:
                      "skipped": len(images.skipped), "method": opts.calibration_method,
                      "skipped_files": [p.name for p, _ in images.skipped[:20]]},
     )
+    labels = labels_for(opts.checkpoint, model.num_classes)
+
+    def metadata(layout: str, precision: str, quantization: str) -> dict[str, str]:
+        return artifact_metadata(variant=opts.variant, input_size=opts.input_size, layout=layout, precision=precision,
+                                 num_classes=model.num_classes, checkpoint_sha256=checkpoint["sha256"],
+                                 quantization=quantization, labels=labels)
+
     staging = Path(tempfile.mkdtemp(prefix=".micronet-export-", dir=out_dir))
     try:
         with timer.stage("reference logits"):
@@ -190,6 +233,7 @@ def export(options: ExportOptions) -> Report:
             torch_fixed, torch_holdout = run_torch(model, fixed), run_torch(model, holdout)
         with timer.stage("onnx export"):
             fp32 = export_onnx(model, input_size=opts.input_size, opset=opts.opset, dynamic_batch=opts.dynamic_batch)
+            set_onnx_metadata(fp32, metadata("NCHW", "fp32", "none"))
             onnx.save(fp32, staging / names["onnx_fp32"])
         with timer.stage("onnx parity"):
             session = onnx_session(staging / names["onnx_fp32"], opts.threads)
@@ -197,18 +241,21 @@ def export(options: ExportOptions) -> Report:
             art = _onnx_artifact(staging / names["onnx_fp32"], fp32, "fp32", out_dir)
             art.parity = [
                 check(run_onnx(session, fixed), torch_fixed, opts.fp32_thresholds, reference="pytorch", inputs="fixed random").as_dict(),
-                check(ort_holdout, torch_holdout, opts.fp32_thresholds, reference="pytorch", inputs="held-out photos").as_dict(),
+                check(ort_holdout, torch_holdout, opts.fp32_thresholds, reference="pytorch", inputs="held-out images").as_dict(),
             ]
             report.artifacts.append(art)
         if "onnx_int8" in planned:
             with timer.stage("onnx int8 quantization"):
                 int8 = quantize_onnx(fp32, calib, method=opts.calibration_method)
+                set_onnx_metadata(int8, metadata(
+                    "NCHW", "int8", f"onnxruntime static QDQ, int8 activations and per-channel int8 weights, "
+                    f"{opts.calibration_method} calibration on {len(calib)} images"))
                 onnx.save(int8, staging / names["onnx_int8"])
             with timer.stage("onnx int8 parity"):
                 art = _onnx_artifact(staging / names["onnx_int8"], int8, "int8", out_dir)
                 got = run_onnx(onnx_session(staging / names["onnx_int8"], opts.threads), holdout)
                 art.parity = [check(got, ort_holdout, opts.int8_thresholds, reference="onnxruntime fp32",
-                                    inputs="held-out photos").as_dict()]
+                                    inputs="held-out images").as_dict()]
                 if opts.per_layer:
                     art.per_layer = per_layer_error(fp32, int8, holdout[:8])
                 report.artifacts.append(art)
@@ -216,7 +263,7 @@ def export(options: ExportOptions) -> Report:
             from micronet_export.tflite_export import tflite_artifacts
 
             report.artifacts.extend(tflite_artifacts(fp32, opts, staging, out_dir, names, calib, holdout,
-                                                     torch_fixed, fixed, torch_holdout, ort_holdout, timer))
+                                                     torch_fixed, fixed, torch_holdout, metadata, timer))
         keep = [names[k] for k in planned]
         for name in keep:
             os.replace(staging / name, out_dir / name)
@@ -227,6 +274,18 @@ def export(options: ExportOptions) -> Report:
     if not report.passed and opts.fail_on_parity:
         raise ParityError("parity failed: " + "; ".join(report.failures()[:3]) + f" (see {out_dir / REPORT_MD})", report)
     return report
+
+
+def labels_for(checkpoint, num_classes: int) -> str:
+    """Label source recorded in the artifacts: the checkpoint's card, else ImageNet-1k."""
+    classes = checkpoint_card(checkpoint).get("classes")
+    if classes and len(classes) == num_classes:
+        import json
+
+        return json.dumps(classes)
+    if num_classes == 1000:
+        return "imagenet-1k-classes.tsv (micronet_export/labels; standard ImageNet-1k index order)"
+    return f"{num_classes} classes (no label file)"
 
 
 def _onnx_artifact(path: Path, proto: onnx.ModelProto, precision: str, out_dir: Path) -> ArtifactReport:

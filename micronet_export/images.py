@@ -22,7 +22,19 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CROP_RATIO = 224 / 256
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
-DEFAULT_CALIBRATION_DIR = Path(__file__).resolve().parent.parent / "calibration"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def project_path(relative: str) -> Path:
+    """A path shipped at the project's top level (calibration/, models/): next to the package
+    in a checkout or editable install, else under the working directory (Docker's /app)."""
+    for base in (REPO_ROOT, Path.cwd()):
+        if (base / relative).exists():
+            return base / relative
+    return REPO_ROOT / relative
+
+
+DEFAULT_CALIBRATION_DIR = project_path("calibration")
 
 # A truncated JPEG is an error we report, not an image we half-read.
 ImageFile.LOAD_TRUNCATED_IMAGES = False

@@ -26,26 +26,39 @@ PRECISIONS = ("fp32", "fp16", "int8")
 IO_DTYPES = ("int8", "uint8", "float32")
 
 
+@contextlib.contextmanager
+def quiet_native_output(stdout: bool = True, stderr: bool = True):
+    """Silence C/C++ prints on fd 1/2 (TF's absl/oneDNN notices, the MLIR quantizer's
+    "fully_quantize:" line, LiteRT's "Created ... XNNPACK delegate"). Python exceptions still
+    propagate; they carry the real errors."""
+    import sys
+
+    if os.environ.get("MICRONET_EXPORT_NATIVE_LOGS"):  # debugging a native crash
+        yield
+        return
+    fds = [fd for fd, on in ((1, stdout), (2, stderr)) if on]
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    saved = {fd: os.dup(fd) for fd in fds}
+    with open(os.devnull, "wb") as devnull:
+        for fd in fds:
+            os.dup2(devnull.fileno(), fd)
+    try:
+        yield
+    finally:
+        for fd, copy in saved.items():
+            os.dup2(copy, fd)
+            os.close(copy)
+
+
 def _quiet_tf():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import tensorflow as tf
+    with quiet_native_output():
+        import tensorflow as tf
 
     tf.get_logger().setLevel(logging.ERROR)
     logging.getLogger("absl").setLevel(logging.ERROR)
     return tf
-
-
-@contextlib.contextmanager
-def _silence_stdout():
-    # The MLIR quantizer prints "fully_quantize: ..." on the C stdout.
-    saved = os.dup(1)
-    with open(os.devnull, "wb") as devnull:
-        os.dup2(devnull.fileno(), 1)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 def to_nhwc(batch: np.ndarray) -> np.ndarray:
@@ -86,8 +99,16 @@ def convert(
         dtypes = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}
         converter.inference_input_type = dtypes[io_dtype]
         converter.inference_output_type = dtypes[io_dtype]
-    with _silence_stdout():
-        return converter.convert()
+    import warnings
+
+    with quiet_native_output(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "Statistics for quantized inputs were expected"
+        flatbuffer = converter.convert()
+    if precision == "int8":
+        flatbuffer, repaired = repair_degenerate_scales(flatbuffer)
+        if repaired:
+            log.info("gave %d constant-zero int8 tensor(s) a usable scale: %s", len(repaired), ", ".join(repaired[:3]))
+    return flatbuffer
 
 
 # -- inspecting a flatbuffer ------------------------------------------------------------
@@ -98,11 +119,12 @@ def litert_interpreter(model: bytes | str | Path, threads: int = 1, *, xnnpack: 
     kwargs = {"num_threads": threads}
     if not xnnpack:
         kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    if isinstance(model, (bytes, bytearray)):
-        interp = Interpreter(model_content=bytes(model), **kwargs)
-    else:
-        interp = Interpreter(model_path=str(model), **kwargs)
-    interp.allocate_tensors()
+    with quiet_native_output(stdout=False):
+        if isinstance(model, (bytes, bytearray)):
+            interp = Interpreter(model_content=bytes(model), **kwargs)
+        else:
+            interp = Interpreter(model_path=str(model), **kwargs)
+        interp.allocate_tensors()
     return interp
 
 
@@ -160,7 +182,7 @@ def io_details(model: bytes | str | Path) -> dict:
 
 
 def tflite_artifacts(fp32_onnx, opts, staging: Path, out_dir: Path, names: dict, calib, holdout,
-                     torch_fixed, fixed, torch_holdout, ort_holdout, timer) -> list:
+                     torch_fixed, fixed, torch_holdout, metadata, timer) -> list:
     """Convert, inspect and parity-check the TFLite artifact of this run (export stage)."""
     from micronet_export.parity import check
     from micronet_export.report import ArtifactReport
@@ -170,7 +192,16 @@ def tflite_artifacts(fp32_onnx, opts, staging: Path, out_dir: Path, names: dict,
     key = {"int8": "tflite_int8", "fp16": "tflite_fp16", "fp32": "tflite_fp32"}[precision]
     path = staging / names[key]
     with timer.stage(f"tflite {precision} conversion"):
-        path.write_bytes(convert(fp32_onnx, precision, calibration=calib, io_dtype=opts.io_dtype))
+        from micronet_export.metadata import add_tflite_metadata
+
+        quantization = {
+            "fp32": "none",
+            "fp16": "float16 weights, float32 compute",
+            "int8": f"full integer: int8 weights (per-channel) and activations, {opts.io_dtype} input/output, "
+                    f"TFLiteConverter calibration on {len(calib)} images",
+        }[precision]
+        flatbuffer = convert(fp32_onnx, precision, calibration=calib, io_dtype=opts.io_dtype)
+        path.write_bytes(add_tflite_metadata(flatbuffer, metadata("NHWC", precision, quantization)))
     with timer.stage(f"tflite {precision} parity"):
         art = ArtifactReport(path=str(out_dir / path.name), format="tflite", precision=precision,
                              size_bytes=path.stat().st_size, ops=op_histogram(path), io=io_details(path),
@@ -181,13 +212,61 @@ def tflite_artifacts(fp32_onnx, opts, staging: Path, out_dir: Path, names: dict,
             thresholds = opts.fp16_thresholds if precision == "fp16" else opts.fp32_thresholds
             ref, ref_name = torch_holdout, "pytorch"
         litert = run_tflite(path, holdout, opts.threads)
-        art.parity.append(check(litert, ref, thresholds, reference=ref_name, inputs="held-out photos (LiteRT)").as_dict())
+        art.parity.append(check(litert, ref, thresholds, reference=ref_name, inputs="held-out images (LiteRT)").as_dict())
         if precision == "fp32":
             art.parity.insert(0, check(run_tflite(path, fixed, opts.threads), torch_fixed, thresholds,
                                        reference=ref_name, inputs="fixed random (LiteRT)").as_dict())
         pi, info = run_in_runner(path, holdout, "tflite_runtime", opts.threads)
         art.parity.append(check(pi, ref, thresholds, reference=ref_name,
-                                inputs=f"held-out photos (tflite-runtime {info['runtime_version']})").as_dict())
+                                inputs=f"held-out images (tflite-runtime {info['runtime_version']})").as_dict())
         art.graph["gather_ops"] = sum(art.ops.get(op, 0) for op in ("GATHER", "GATHER_ND"))
         art.graph["transpose_ops"] = art.ops.get("TRANSPOSE", 0)
     return [art]
+
+
+# Activation scales below this come from tensors that were constant zero on the calibration
+# data (e.g. a Dynamic Shift-Max squeeze FC whose ReLU units are all dead in a trained model):
+# TFLiteConverter gives them a ~1e-8 scale, the bias of the next conv a ~1e-9 scale, and
+# LiteRT 2.x's XNNPACK delegate then fails ("failed to create XNNPACK runtime", 2.1) or aborts
+# the process ("double free or corruption", 2.2/2.3). Any sane scale represents the zeros.
+DEGENERATE_SCALE = 1e-6
+REPAIRED_SCALE = 1.0 / 128
+
+
+def repair_degenerate_scales(flatbuffer: bytes) -> tuple[bytes, list[str]]:
+    """Give constant-zero activations a usable scale and requantize the biases that depend on
+    it (bias scale = input scale x weight scale). Returns the model and the repaired tensors."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
+    repaired: list[str] = []
+    weighted = {schema.BuiltinOperator.CONV_2D, schema.BuiltinOperator.DEPTHWISE_CONV_2D,
+                schema.BuiltinOperator.FULLY_CONNECTED}
+    for subgraph in model.subgraphs:
+        fixed: set[int] = set()
+        for i, tensor in enumerate(subgraph.tensors):
+            q = tensor.quantization
+            has_data = model.buffers[tensor.buffer].data is not None and len(model.buffers[tensor.buffer].data)
+            if q is not None and q.scale is not None and len(q.scale) == 1 and 0 < q.scale[0] < DEGENERATE_SCALE \
+                    and not has_data:
+                q.scale = [REPAIRED_SCALE]
+                fixed.add(i)
+                repaired.append(tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name))
+        if not fixed:
+            continue
+        for op in subgraph.operators:
+            code = model.operatorCodes[op.opcodeIndex]
+            builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+            if builtin not in weighted or len(op.inputs) < 3 or op.inputs[0] not in fixed or op.inputs[2] < 0:
+                continue
+            weights, bias = subgraph.tensors[op.inputs[1]], subgraph.tensors[op.inputs[2]]
+            w_scale = np.asarray(weights.quantization.scale, np.float64)
+            old = np.asarray(bias.quantization.scale, np.float64)
+            new = REPAIRED_SCALE * w_scale
+            buf = model.buffers[bias.buffer]
+            values = np.frombuffer(bytes(bytearray(buf.data)), dtype=np.int32).astype(np.float64)
+            values = np.clip(np.round(values * old / new), -(2**31), 2**31 - 1).astype(np.int32)
+            buf.data = np.frombuffer(values.tobytes(), dtype=np.uint8)
+            bias.quantization.scale = new.astype(np.float32).tolist()
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), repaired

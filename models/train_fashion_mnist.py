@@ -78,6 +78,26 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return padded[:, :, dy:dy + x.shape[2], dx:dx + x.shape[3]]
 
 
+def add_activation_noise(model, steps: float, gen: torch.Generator) -> None:
+    """Training-time hooks: noise of ``steps`` int8 quantization steps (range / 255, the range
+    tracked as a running max of |x|) on the outputs an int8 model requantizes most: ReLU6s and
+    micro-blocks. Inference is unchanged; the checkpoint stays in the official format."""
+    from micronet_export.model.blocks import DYMicroBlock, DYShiftMax
+
+    def hook(module, _inp, out):
+        if not module.training:
+            return out
+        with torch.no_grad():
+            current = out.detach().abs().amax()
+            module._noise_range = torch.maximum(getattr(module, "_noise_range", current), current) * 0.999
+            step = 2 * module._noise_range / 255
+        return out + (torch.rand(out.shape, generator=gen) - 0.5) * step * steps
+
+    for m in model.modules():
+        if isinstance(m, (torch.nn.ReLU6, DYMicroBlock, DYShiftMax)):
+            m.register_forward_hook(hook)
+
+
 @torch.no_grad()
 def evaluate(model, x01: torch.Tensor, y: torch.Tensor, batch: int = 500) -> float:
     model.eval()
@@ -97,6 +117,9 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, default=None, help="train on the first N images (smoke runs)")
+    p.add_argument("--act-noise", type=float, default=0.0,
+                   help="int8-robust training: add uniform noise of this many int8 steps (of each "
+                        "activation's running range) to every block output and ReLU6 during training")
     p.add_argument("--output", type=Path, default=HERE / "micronet_m0_fashion_mnist.pth")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -114,6 +137,8 @@ def main(argv=None) -> int:
 
     model = create_model("m0", num_classes=10)
     model.train()
+    if args.act_noise > 0:
+        add_activation_noise(model, args.act_noise, gen)
     decay = [p_ for n, p_ in model.named_parameters() if p_.ndim > 1]
     no_decay = [p_ for n, p_ in model.named_parameters() if p_.ndim <= 1]
     opt = torch.optim.SGD([{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0}],

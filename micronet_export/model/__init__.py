@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from micronet_export.errors import UserError
 from micronet_export.model.blocks import FORMULATIONS
 from micronet_export.model.checkpoint import load_into, read_state_dict
@@ -25,12 +27,15 @@ def create_model(
     checkpoint: str | Path | None = None,
     num_classes: int | None = 1000,
     formulation: str = "export",
+    seed: int = 0,
 ) -> MicroNet:
     """MicroNet ``variant`` in eval mode, optionally with an official-format checkpoint.
 
     Input: NCHW float, ImageNet mean/std normalised (1x3x224x224 for the official models; any
     multiple of 32). Output: logits. ``num_classes=None`` takes it from the checkpoint's
-    classifier (1000 without a checkpoint). ``formulation="official"`` computes the same function the
+    classifier (1000 without a checkpoint). Without a checkpoint the weights are the official
+    random initialisation drawn from ``seed``, so two exports of the same call are byte-identical.
+    ``formulation="official"`` computes the same function the
     way the official code does (index gather, 5-D views): the oracle for equivalence tests.
     """
     cfg = get_variant(variant)
@@ -42,7 +47,9 @@ def create_model(
         num_classes = int(head.shape[0]) if head is not None and head.ndim == 2 else 1000
     if int(num_classes) < 1:
         raise UserError(f"num_classes must be positive, got {num_classes}")
-    model = MicroNet(cfg, num_classes=int(num_classes))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = MicroNet(cfg, num_classes=int(num_classes))
     if state_dict is not None:
         load_into(model, state_dict, str(checkpoint))
     model.set_formulation(formulation)

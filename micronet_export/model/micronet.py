@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 
@@ -112,6 +114,23 @@ class MicroNet(nn.Module):
             SwishLinear(cfg.OUT_CH, num_classes),
         )
         self.formulation = "export"
+        self._initialize_weights()
+
+    def _initialize_weights(self) -> None:
+        """The official initialisation (what an untrained MicroNet looks like)."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / n))
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0.0, 0.01)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
 
     def set_formulation(self, formulation: str) -> "MicroNet":
         if formulation not in FORMULATIONS:

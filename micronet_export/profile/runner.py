@@ -37,9 +37,24 @@ def _tflite_interpreter(runtime: str, model: str, threads: int, xnnpack: bool):
     kwargs = {"model_path": model, "num_threads": threads}
     if not xnnpack:
         kwargs["experimental_op_resolver_type"] = mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    interp = mod.Interpreter(**kwargs)
+    interp = _quietly(lambda: mod.Interpreter(**kwargs))
     interp.allocate_tensors()
     return interp, getattr(pkg, "__version__", "unknown")
+
+
+def _quietly(make):
+    """Run ``make`` with fd 2 silenced: LiteRT prints "INFO: Created TensorFlow Lite XNNPACK
+    delegate" from C++; exceptions still propagate."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        return make()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 class TFLiteModel:

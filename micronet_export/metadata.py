@@ -1,0 +1,101 @@
+"""What an artifact says about itself: written into every .onnx and .tflite, read back by
+``micronet-export info ARTIFACT``.
+
+ONNX: ``metadata_props`` (string key/value). TFLite: a ``micronet_export`` entry of the
+flatbuffer's ``metadata`` list whose buffer holds the same keys as JSON (interpreters ignore
+unknown metadata; the TFLite Support library's ``TFLITE_METADATA`` entry is not used because
+its schema has no room for these fields).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from micronet_export import __version__
+from micronet_export.errors import UserError
+from micronet_export.images import IMAGENET_MEAN, IMAGENET_STD
+
+TFLITE_METADATA_NAME = "micronet_export"
+
+
+def artifact_metadata(*, variant: str, input_size: int, layout: str, precision: str, num_classes: int,
+                      checkpoint_sha256: str | None, quantization: str, labels: str) -> dict[str, str]:
+    """Flat string map (ONNX metadata_props are strings)."""
+    return {
+        "micronet.variant": variant,
+        "micronet.input_size": str(input_size),
+        "micronet.input_layout": layout,
+        "micronet.input_shape": json.dumps([1, 3, input_size, input_size] if layout == "NCHW" else [1, input_size, input_size, 3]),
+        "micronet.mean": json.dumps(list(IMAGENET_MEAN)),
+        "micronet.std": json.dumps(list(IMAGENET_STD)),
+        "micronet.preprocessing": f"resize shorter side to {round(input_size * 256 / 224)} (bilinear), centre crop {input_size}, /255, (x - mean) / std",
+        "micronet.num_classes": str(num_classes),
+        "micronet.labels": labels,
+        "micronet.precision": precision,
+        "micronet.quantization": quantization,
+        "micronet.tool": f"micronet-export {__version__}",
+        "micronet.checkpoint_sha256": checkpoint_sha256 or "none (random initialisation)",
+    }
+
+
+def set_onnx_metadata(model, meta: dict[str, str]) -> None:
+    del model.metadata_props[:]
+    for key, value in meta.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    model.producer_name = "micronet-export"
+    model.producer_version = __version__
+
+
+def _tflite_schema():
+    from micronet_export.tflite_export import _quiet_tf
+
+    _quiet_tf()
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    return schema, flatbuffer_utils
+
+
+def add_tflite_metadata(flatbuffer: bytes, meta: dict[str, str]) -> bytes:
+    schema, flatbuffer_utils = _tflite_schema()
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
+    model.metadata = [m for m in (model.metadata or []) if m.name.decode() != TFLITE_METADATA_NAME]
+    buffer = schema.BufferT()
+    buffer.data = list(json.dumps(meta, sort_keys=True).encode())
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name = TFLITE_METADATA_NAME
+    entry.buffer = len(model.buffers) - 1
+    model.metadata.append(entry)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} does not exist")
+    if path.suffix == ".onnx":
+        import onnx
+
+        try:
+            model = onnx.load(str(path), load_external_data=False)
+        except Exception:  # noqa: BLE001 - any parse failure is "not an ONNX model"
+            raise UserError(f"{path} is not a readable ONNX model") from None
+        return {p.key: p.value for p in model.metadata_props}
+    if path.suffix == ".tflite":
+        schema, _ = _tflite_schema()
+
+        data = path.read_bytes()
+        try:
+            model = schema.Model.GetRootAs(data, 0)
+            entries = [(model.Metadata(i).Name().decode(), model.Metadata(i).Buffer()) for i in range(model.MetadataLength())]
+        except Exception:  # noqa: BLE001
+            raise UserError(f"{path} is not a readable TFLite model") from None
+        for name, index in entries:
+            if name == TFLITE_METADATA_NAME:
+                return json.loads(bytes(model.Buffers(index).DataAsNumpy()).decode())
+        return {}
+    raise UserError(f"{path.name}: info reads .onnx and .tflite artifacts (or --variant m0..m3)")
