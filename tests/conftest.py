@@ -53,3 +53,16 @@ def randomize(model: torch.nn.Module, seed: int) -> torch.nn.Module:
                 m.running_mean.normal_(0, 0.1, generator=g)
                 m.running_var.uniform_(0.5, 2.0, generator=g)
     return model
+
+
+def recalibrate_bn(model: torch.nn.Module, images) -> torch.nn.Module:
+    """BatchNorm statistics re-estimated on ``images`` (cumulative average, one batch), so
+    random weights give normalised, well-conditioned activations."""
+    for m in model.modules():
+        if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.BatchNorm1d)):
+            m.reset_running_stats()
+            m.momentum = None
+    model.train()
+    with torch.no_grad():
+        model(torch.as_tensor(images))
+    return model.eval()

@@ -1,0 +1,136 @@
+"""evaluate (labelled accuracy), check (CI gate), metadata round-trip, reproducible bytes, and
+the shipped trained checkpoint."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from micronet_export import create_model
+from micronet_export.export import ExportOptions, artifact_names, export
+from micronet_export.images import project_path
+from micronet_export.metadata import read_metadata
+
+from test_cli import assert_one_line_error, run_cli
+
+SLICE = Path(__file__).parent / "data" / "fashion_mnist_slice"
+SHIPPED = project_path("models/micronet_m0_fashion_mnist.pth")
+TRAINED_MIN_TEST_TOP1 = 0.85
+SLICE_MIN_TOP1 = 0.80
+
+
+@pytest.fixture(scope="module")
+def shipped_artifacts(tmp_path_factory):
+    out = tmp_path_factory.mktemp("shipped")
+    export(ExportOptions(variant="m0", format="onnx", int8=True, output=out, per_layer=False, fail_on_parity=False))
+    export(ExportOptions(variant="m0", format="tflite", int8=True, output=out, force=True, fail_on_parity=False))
+    return out
+
+
+def test_shipped_checkpoint_is_trained():
+    card = json.loads(SHIPPED.with_suffix(".json").read_text())
+    assert card["test_top1"] >= TRAINED_MIN_TEST_TOP1 and card["test_images"] == 10_000
+    assert card["input_size"] == 64 and len(card["classes"]) == 10
+    model = create_model("m0", checkpoint=SHIPPED, num_classes=None)  # strict, official keys
+    assert model.num_classes == 10
+
+
+def test_evaluate_table_has_every_target(shipped_artifacts):
+    names = artifact_names("m0")
+    targets = [str(SHIPPED), str(shipped_artifacts / names["onnx_int8"]), str(shipped_artifacts / names["tflite_int8"])]
+    proc = run_cli("evaluate", *targets, "--data", str(SLICE), "--labels", str(SLICE / "classes.txt"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["input_size"] == 64 and result["classes"] == 10
+    rows = result["results"]
+    assert [r["target"] for r in rows] == targets
+    assert all(r["images"] == 100 for r in rows)
+    assert rows[0]["top1"] >= SLICE_MIN_TOP1 and rows[0]["agreement_with_first"] == 1.0
+    for r in rows[1:]:
+        assert r["top1"] >= SLICE_MIN_TOP1 - 0.1 and r["agreement_with_first"] >= 0.8
+        assert r["top5"] >= r["top1"]
+    table = run_cli("evaluate", *targets, "--data", str(SLICE), "--labels", str(SLICE / "classes.txt"), "--limit", "20")
+    assert table.returncode == 0 and "top-1 %" in table.stdout and table.stdout.count("\n") >= 5
+
+
+def test_evaluate_csv_labels(tmp_path):
+    csv = tmp_path / "labels.csv"
+    files = sorted(SLICE.rglob("*.png"))[:12]
+    csv.write_text("file,label\n" + "".join(f"{f.relative_to(SLICE)},{int(f.parent.name.split('_')[0])}\n" for f in files))
+    proc = run_cli("evaluate", str(SHIPPED), "--data", str(SLICE), "--labels", str(csv), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["results"][0]["images"] == 12
+
+
+def test_evaluate_errors(tmp_path, shipped_artifacts):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert_one_line_error(run_cli("evaluate", str(SHIPPED), "--data", str(empty)), "no labelled images")
+    names = tmp_path / "names.txt"
+    names.write_text("cat\ndog\n")
+    assert_one_line_error(run_cli("evaluate", str(SHIPPED), "--data", str(SLICE), "--labels", str(names)), "unknown label")
+    corrupt = tmp_path / "data" / "0_T-shirt_top"
+    corrupt.mkdir(parents=True)
+    (corrupt / "bad.png").write_bytes(b"\x89PNG broken")
+    assert_one_line_error(run_cli("evaluate", str(SHIPPED), "--data", str(tmp_path / "data")), "cannot read image")
+    other = tmp_path / "other"
+    export(ExportOptions(variant="m0", format="onnx", input_size=96, output=other, fail_on_parity=False))
+    assert_one_line_error(run_cli("evaluate", str(other / "micronet_m0.onnx"),
+                                  str(shipped_artifacts / artifact_names("m0")["onnx_int8"]), "--data", str(SLICE)),
+                          "takes", "input")
+
+
+def test_metadata_round_trips(shipped_artifacts):
+    names = artifact_names("m0")
+    sha = hashlib.sha256(SHIPPED.read_bytes()).hexdigest()
+    for key, layout in (("onnx_fp32", "NCHW"), ("onnx_int8", "NCHW"), ("tflite_int8", "NHWC")):
+        proc = run_cli("info", str(shipped_artifacts / names[key]), "--json")
+        assert proc.returncode == 0, proc.stderr
+        meta = json.loads(proc.stdout)
+        assert meta == read_metadata(shipped_artifacts / names[key])
+        assert meta["micronet.variant"] == "m0" and meta["micronet.input_size"] == "64"
+        assert meta["micronet.input_layout"] == layout
+        assert meta["micronet.checkpoint_sha256"] == sha
+        assert json.loads(meta["micronet.mean"]) == [0.485, 0.456, 0.406]
+        assert json.loads(meta["micronet.labels"])[0] == "T-shirt_top"
+        assert meta["micronet.tool"].startswith("micronet-export ")
+    assert "full integer" in read_metadata(shipped_artifacts / names["tflite_int8"])["micronet.quantization"]
+
+
+def test_two_exports_are_byte_identical(tmp_path, shipped_artifacts):
+    names = artifact_names("m0")
+    export(ExportOptions(variant="m0", format="onnx", int8=True, output=tmp_path, per_layer=False, fail_on_parity=False))
+    export(ExportOptions(variant="m0", format="tflite", int8=True, output=tmp_path, force=True, fail_on_parity=False))
+    for key in ("onnx_fp32", "onnx_int8", "tflite_int8"):
+        assert (tmp_path / names[key]).read_bytes() == (shipped_artifacts / names[key]).read_bytes(), key
+
+
+def test_check_gate(tmp_path):
+    junit = tmp_path / "parity.xml"
+    ok = run_cli("check", "--variants", "m0", "--formats", "onnx,tflite", "--precisions", "fp32", "--junit", str(junit))
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "FAIL" not in ok.stdout
+    suite = ET.parse(junit).getroot()
+    assert suite.tag == "testsuite" and int(suite.get("failures")) == 0 and int(suite.get("tests")) >= 4
+    bad = run_cli("check", "--variants", "m0", "--formats", "onnx", "--precisions", "int8",
+                  "--int8-min-cosine", "0.99999", "--junit", str(junit))
+    assert bad.returncode == 1
+    assert "micronet_m0_int8.onnx" in bad.stdout and "FAIL: cosine_mean" in bad.stdout
+    suite = ET.parse(junit).getroot()
+    failures = suite.findall(".//failure")
+    assert int(suite.get("failures")) == len(failures) >= 1
+    assert "cosine_mean" in failures[0].get("message")
+
+
+@pytest.mark.slow
+def test_check_default_matrix_passes():
+    proc = run_cli("check", "--variants", "m0", "--formats", "onnx,tflite", "--precisions", "fp32,int8", "--json")
+    data = json.loads(proc.stdout)
+    failing = [c for c in data["cells"] if not c["passed"]]
+    assert proc.returncode == (1 if failing else 0)
+    tflite = [c for c in data["cells"] if c["format"] == "tflite"]
+    assert tflite and all(c["passed"] for c in tflite), [c["failures"] for c in tflite]

@@ -1,0 +1,126 @@
+"""TFLite fp32 / fp16 / int8 through the NHWC lowering: parity, delegation, graph shape."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from micronet_export import create_model
+from micronet_export.images import load_folder, project_path
+from micronet_export.onnx_export import export_onnx
+from micronet_export.runtimes import run_in_runner, run_tflite, run_torch
+from micronet_export.tflite_export import convert, delegation, io_details, op_histogram
+
+from conftest import REFERENCE_VARIANTS, VARIANTS, randomize, recalibrate_bn, reference_checkpoint
+
+TFLITE_VS_TORCH_MAX_ABS = 1e-4
+SHIPPED = project_path("models/micronet_m0_fashion_mnist.pth")
+
+
+@pytest.fixture(scope="module")
+def photos():
+    return load_folder(project_path("calibration")).arrays
+
+
+@pytest.mark.parametrize("variant", REFERENCE_VARIANTS)
+def test_fp32_matches_pytorch_on_reference_inputs(variant, reference_inputs, tmp_path):
+    model = create_model(variant, checkpoint=reference_checkpoint(variant))
+    path = tmp_path / "m.tflite"
+    path.write_bytes(convert(export_onnx(model), "fp32"))
+    x = reference_inputs.numpy()
+    want = run_torch(model, x)
+    assert np.abs(run_tflite(path, x) - want).max() <= TFLITE_VS_TORCH_MAX_ABS
+    pi, info = run_in_runner(path, x, "tflite_runtime")
+    assert info["runtime_version"] == "2.14.0"
+    assert np.abs(pi - want).max() <= TFLITE_VS_TORCH_MAX_ABS
+    graph = delegation(path)
+    assert graph["xnnpack_partitions"] == 1 and graph["ops_outside_xnnpack"] == 0
+    assert io_details(path)["input"]["shape"] == [1, 224, 224, 3]
+
+
+@pytest.fixture(scope="module")
+def m0_int8(tmp_path_factory, photos):
+    model = create_model("m0", checkpoint=reference_checkpoint("m0"))
+    path = tmp_path_factory.mktemp("int8") / "m0_int8.tflite"
+    path.write_bytes(convert(export_onnx(model), "int8", calibration=photos[:64]))
+    return path
+
+
+def test_int8_runs_whole_in_xnnpack(m0_int8):
+    graph = delegation(m0_int8)
+    assert graph == {"xnnpack_partitions": 1, "ops_outside_xnnpack": 0, "ops_outside_xnnpack_by_type": {}}
+    ops = op_histogram(m0_int8)
+    assert ops.get("GATHER", 0) == 0 and ops.get("GATHER_ND", 0) == 0
+    assert "HARD_SWISH" not in ops and "MAXIMUM" not in ops  # both would fall out of XNNPACK in int8
+
+
+def test_int8_io_is_int8_with_reported_scale(m0_int8):
+    io = io_details(m0_int8)
+    assert io["input"]["dtype"] == "int8" and io["output"]["dtype"] == "int8"
+    assert io["input"]["scale"] > 0 and -128 <= io["input"]["zero_point"] <= 127
+    assert io["input"]["layout"] == "NHWC"
+
+
+def test_int8_loads_in_tflite_runtime(m0_int8, photos):
+    got, info = run_in_runner(m0_int8, photos[:4], "tflite_runtime")
+    assert info["runtime_version"] == "2.14.0" and info["xnnpack"]
+    assert got.shape == (4, 1000) and np.isfinite(got).all()
+
+
+RUNTIMES_MIN_COSINE = 0.99
+
+
+def test_litert_and_tflite_runtime_agree_on_a_trained_model(fashion_int8):
+    path, model, cal = fashion_int8
+    from micronet_export.parity import cosine
+
+    pi, _ = run_in_runner(path, cal[:16], "tflite_runtime")
+    litert = run_tflite(path, cal[:16])
+    assert cosine(pi, litert).min() >= RUNTIMES_MIN_COSINE
+    assert (pi.argmax(1) == litert.argmax(1)).mean() >= 0.9
+
+
+@pytest.mark.parametrize("io_dtype", ["uint8", "float32"])
+def test_io_dtype(io_dtype, fashion_int8):
+    path, model, cal = fashion_int8
+    b = convert(export_onnx(model, input_size=64), "int8", calibration=cal[:32], io_dtype=io_dtype)
+    io = io_details(b)
+    assert io["input"]["dtype"] == io_dtype and io["output"]["dtype"] == io_dtype
+
+
+@pytest.fixture(scope="module")
+def fashion_int8(tmp_path_factory):
+    model = create_model("m0", checkpoint=SHIPPED, num_classes=None)
+    cal = load_folder(project_path("models/fashion_mnist_calibration"), input_size=64).arrays
+    path = tmp_path_factory.mktemp("fashion") / "fm.tflite"
+    path.write_bytes(convert(export_onnx(model, input_size=64), "int8", calibration=cal))
+    return path, model, cal
+
+
+def test_dead_relu_units_do_not_crash_xnnpack(fashion_int8):
+    # The shipped checkpoint has a Dynamic Shift-Max squeeze FC whose ReLU units are all dead on
+    # its calibration images: without repair_degenerate_scales LiteRT 2.3 aborts ("double free").
+    path, model, cal = fashion_int8
+    got, info = run_in_runner(path, cal[:8], "litert")
+    assert info["xnnpack"] and np.isfinite(got).all()
+    assert (got.argmax(1) == run_torch(model, cal[:8]).argmax(1)).mean() >= 0.75
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_variant_converts_in_every_precision(variant, photos, tmp_path):
+    # Non-degenerate weights: the official init's near-zero activations get scales so small that
+    # XNNPACK declines some int8 ADD/MUL, which says nothing about real checkpoints.
+    x = photos[:2, :, :96, :96]
+    model = recalibrate_bn(randomize(create_model(variant), seed=5), photos[:32, :, :96, :96])
+    proto = export_onnx(model, input_size=96)
+    want = run_torch(model, x)
+    for precision in ("fp32", "fp16", "int8"):
+        path = tmp_path / f"{precision}.tflite"
+        path.write_bytes(convert(proto, precision, calibration=photos[:16, :, :96, :96]))
+        got = run_tflite(path, x)
+        assert got.shape == want.shape and np.isfinite(got).all()
+        graph = delegation(path)
+        assert graph["xnnpack_partitions"] == 1 and graph["ops_outside_xnnpack"] == 0, (precision, graph)
+        if precision == "fp32":
+            assert np.abs(got - want).max() <= TFLITE_VS_TORCH_MAX_ABS + 1e-4 * np.abs(want).max()
