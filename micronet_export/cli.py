@@ -70,6 +70,8 @@ def _export(argv: list[str]) -> int:
     p.add_argument("--calibration", help="folder of images (jpg/png/webp/bmp); default: the checkpoint card's set, "
                    "else the 200 photos in calibration/")
     p.add_argument("--calibration-method", default="minmax", choices=CALIBRATION_METHODS)
+    p.add_argument("--ort-int8-ops", default="conv", choices=("conv", "all"),
+                   help="ONNX int8 scope: Conv/Gemm only (default; Dynamic Shift-Max math stays float) or every op")
     p.add_argument("--output", help="output folder (default models/<variant>/)")
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--input-size", type=int, help="multiple of 32 (default: the checkpoint card's, else 224)")
@@ -91,6 +93,7 @@ def _export(argv: list[str]) -> int:
         random_init=args.random_init,
         calibration=args.calibration, output=args.output, opset=args.opset, input_size=args.input_size,
         dynamic_batch=args.dynamic_batch, calibration_method=args.calibration_method, io_dtype=args.io_dtype,
+        ort_int8_ops=args.ort_int8_ops,
         force=args.force, per_layer=not args.no_per_layer, fail_on_parity=not args.parity_warn_only,
         fp32_thresholds=_thresholds(FP32_THRESHOLDS, max_abs_rel=args.fp32_max_abs_rel),
         int8_thresholds=_thresholds(INT8_THRESHOLDS, cosine_mean=args.int8_min_cosine, top1_agreement=args.int8_min_top1),

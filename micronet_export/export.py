@@ -35,6 +35,7 @@ from micronet_export.runtimes import onnx_session, run_onnx, run_torch
 log = logging.getLogger(__name__)
 
 FORMATS = ("onnx", "tflite")
+ORT_INT8_OPS = {"conv": ("Conv", "Gemm"), "all": None}
 # One image in HOLDOUT_EVERY is kept out of calibration and used for int8 parity.
 HOLDOUT_EVERY = 5
 MIN_CALIBRATION_IMAGES = 10
@@ -93,6 +94,10 @@ class ExportOptions:
     random_init: bool = False  # ignore the shipped default checkpoint
     dynamic_batch: bool = False
     calibration_method: str = "minmax"
+    # ORT int8 scope: "conv" quantizes Conv/Gemm (weights and their activations) and keeps the
+    # Dynamic Shift-Max elementwise math float; "all" quantizes every op. On the shipped M0,
+    # "conv" is both more accurate (+2.2 top-1 points) and faster (1.13 vs 1.34 ms) than "all".
+    ort_int8_ops: str = "conv"
     io_dtype: str = "int8"
     force: bool = False
     per_layer: bool = True
@@ -121,6 +126,8 @@ class ExportOptions:
             raise UserError("--fp16 is a TFLite precision; use --format tflite")
         if self.calibration_method not in CALIBRATION_METHODS:
             raise UserError(f"unknown calibration method {self.calibration_method!r}; valid: {', '.join(CALIBRATION_METHODS)}")
+        if self.ort_int8_ops not in ORT_INT8_OPS:
+            raise UserError(f"unknown --ort-int8-ops {self.ort_int8_ops!r}; valid: {', '.join(ORT_INT8_OPS)}")
         if self.io_dtype not in ("int8", "uint8", "float32"):
             raise UserError(f"unknown --io-dtype {self.io_dtype!r}; valid: int8, uint8, float32")
         if not MIN_OPSET <= self.opset <= MAX_OPSET:
@@ -246,10 +253,11 @@ def export(options: ExportOptions) -> Report:
             report.artifacts.append(art)
         if "onnx_int8" in planned:
             with timer.stage("onnx int8 quantization"):
-                int8 = quantize_onnx(fp32, calib, method=opts.calibration_method)
+                int8 = quantize_onnx(fp32, calib, method=opts.calibration_method,
+                                     op_types=ORT_INT8_OPS[opts.ort_int8_ops])
                 set_onnx_metadata(int8, metadata(
-                    "NCHW", "int8", f"onnxruntime static QDQ, int8 activations and per-channel int8 weights, "
-                    f"{opts.calibration_method} calibration on {len(calib)} images"))
+                    "NCHW", "int8", f"onnxruntime static QDQ ({'Conv/Gemm' if opts.ort_int8_ops == 'conv' else 'every op'}), "
+                    f"int8 activations and per-channel int8 weights, {opts.calibration_method} calibration on {len(calib)} images"))
                 onnx.save(int8, staging / names["onnx_int8"])
             with timer.stage("onnx int8 parity"):
                 art = _onnx_artifact(staging / names["onnx_int8"], int8, "int8", out_dir)

@@ -20,6 +20,9 @@ from test_cli import assert_one_line_error, run_cli
 SLICE = Path(__file__).parent / "data" / "fashion_mnist_slice"
 SHIPPED = project_path("models/micronet_m0_fashion_mnist.pth")
 TRAINED_MIN_TEST_TOP1 = 0.85
+# issue 7's bar, measured on all 10,000 test images by benchmarks/accuracy_fashion_mnist.py;
+# here on the committed 100-image slice.
+SLICE_MAX_INT8_DROP = 0.01
 SLICE_MIN_TOP1 = 0.80
 
 
@@ -51,8 +54,8 @@ def test_evaluate_table_has_every_target(shipped_artifacts):
     assert all(r["images"] == 100 for r in rows)
     assert rows[0]["top1"] >= SLICE_MIN_TOP1 and rows[0]["agreement_with_first"] == 1.0
     for r in rows[1:]:
-        assert r["top1"] >= SLICE_MIN_TOP1 - 0.1 and r["agreement_with_first"] >= 0.8
-        assert r["top5"] >= r["top1"]
+        assert r["top1"] >= rows[0]["top1"] - SLICE_MAX_INT8_DROP, r
+        assert r["agreement_with_first"] >= 0.95 and r["top5"] >= r["top1"]
     table = run_cli("evaluate", *targets, "--data", str(SLICE), "--labels", str(SLICE / "classes.txt"), "--limit", "20")
     assert table.returncode == 0 and "top-1 %" in table.stdout and table.stdout.count("\n") >= 5
 
@@ -130,7 +133,6 @@ def test_check_gate(tmp_path):
 def test_check_default_matrix_passes():
     proc = run_cli("check", "--variants", "m0", "--formats", "onnx,tflite", "--precisions", "fp32,int8", "--json")
     data = json.loads(proc.stdout)
-    failing = [c for c in data["cells"] if not c["passed"]]
-    assert proc.returncode == (1 if failing else 0)
-    tflite = [c for c in data["cells"] if c["format"] == "tflite"]
-    assert tflite and all(c["passed"] for c in tflite), [c["failures"] for c in tflite]
+    assert proc.returncode == 0, [c["failures"] for c in data["cells"] if not c["passed"]]
+    assert data["passed"] and len(data["cells"]) == 8
+    assert {c["precision"] for c in data["cells"]} == {"fp32", "int8"}
