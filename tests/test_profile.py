@@ -226,3 +226,11 @@ def test_ssh_unreachable_host_is_one_line(artifacts):
     port = _free_port()
     proc = run_cli("profile", str(artifacts / "m0.tflite"), "--target", f"ssh:127.0.0.1:{port}")
     assert_one_line_error(proc, f"ssh:127.0.0.1:{port}", "failed")
+
+
+def test_remote_python_keeps_home_expandable():
+    from micronet_export.profile.targets import _remote_word
+
+    assert _remote_word("~/mn/bin/python") == "~/mn/bin/python"
+    assert _remote_word("/opt/my env/python") == "'/opt/my env/python'"
+    assert _remote_word("~/a b/python") == "~/'a b/python'"

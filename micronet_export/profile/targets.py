@@ -152,7 +152,8 @@ class SshTarget:
             for artifact in artifacts:
                 for threads in threads_list:
                     args = _runner_args(f"{remote}/{artifact.name}", threads, self.opts)
-                    out = self.shell(" ".join(shlex.quote(a) for a in [self.opts.remote_python, f"{remote}/runner.py", *args]),
+                    out = self.shell(" ".join([_remote_word(self.opts.remote_python)]
+                                              + [shlex.quote(a) for a in [f"{remote}/runner.py", *args]]),
                                      f"running {artifact.name}")
                     result = _last_json(out)
                     result["target"] = self.label
@@ -163,6 +164,13 @@ class SshTarget:
             except UserError:
                 pass
         return results
+
+
+def _remote_word(path: str) -> str:
+    """Quote for the remote shell but keep a leading ~/ expandable (--remote-python ~/venv/bin/python)."""
+    if path.startswith("~/"):
+        return "~/" + shlex.quote(path[2:])
+    return shlex.quote(path)
 
 
 # -- adb --------------------------------------------------------------------------------
