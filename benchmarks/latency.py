@@ -77,7 +77,6 @@ def onnx2tf_convert(python: str, onnx_path: Path, out_dir: Path, calib: np.ndarr
     if proc.returncode != 0:
         print(f"onnx2tf failed ({'int8' if int8 else 'fp32'}): {proc.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
         return None
-    name = "input_full_integer_quant.tflite" if int8 else "input_float32.tflite"
     candidates = list((work / "saved").glob("*_full_integer_quant.tflite" if int8 else "*_float32.tflite"))
     print(f"onnx2tf {'int8' if int8 else 'fp32'}: {time.time() - start:.0f} s", file=sys.stderr)
     return candidates[0] if candidates else None

@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
-from micronet_export.errors import ParityError, UserError
+from micronet_export.errors import UserError
 from micronet_export.export import ExportOptions, export
 from micronet_export.model.variants import VARIANTS
 

@@ -48,7 +48,7 @@ def format_info(info: dict) -> str:
         f"  parameters        {info['params']:,}",
         f"  MAdds total       {m['total'] / 1e6:.2f} M  (conv+linear {m['conv_linear'] / 1e6:.2f} M"
         f" + Dynamic Shift-Max elementwise {m['dyshiftmax_elementwise'] / 1e6:.2f} M)",
-        f"  layers            " + ", ".join(f"{k} {v}" for k, v in info["layers"].items()),
+        "  layers            " + ", ".join(f"{k} {v}" for k, v in info["layers"].items()),
         f"  ONNX (opset {info['onnx']['opset']}) {info['onnx']['num_nodes']} nodes, "
         f"{info['onnx']['gather_nodes']} Gather, max rank {info['onnx']['max_rank']}",
     ]

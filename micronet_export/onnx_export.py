@@ -12,7 +12,6 @@ import collections
 import logging
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import onnx
 import torch

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import io
 import logging
 import os
 from pathlib import Path

@@ -6,9 +6,7 @@ import json
 import subprocess
 import sys
 
-import pytest
 
-from conftest import REFERENCE
 
 
 def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:

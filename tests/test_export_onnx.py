@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,7 @@ import pytest
 from PIL import Image
 
 import micronet_export.export as export_mod
-from micronet_export.errors import CalibrationError, OutputExistsError, UserError
+from micronet_export.errors import OutputExistsError, UserError
 from micronet_export.export import ExportOptions, artifact_names, export
 from micronet_export.onnx_export import summarize_graph
 from micronet_export.parity import Thresholds
