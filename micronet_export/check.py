@@ -49,8 +49,9 @@ def run_check(
     checkpoints = checkpoints or {}
     rows = []
     with tempfile.TemporaryDirectory(prefix="micronet-check-") as tmp:
-        for variant, fmt, precision in plan(variants, formats, precisions):
-            if fmt == "onnx" and precision == "fp32" and any(f == "onnx" and p == "int8" for _, f, p in plan(variant, formats, precisions)):
+        jobs = plan(variants, formats, precisions)
+        for variant, fmt, precision in jobs:
+            if fmt == "onnx" and precision == "fp32" and (variant, "onnx", "int8") in jobs:
                 continue  # the int8 run checks the fp32 ONNX model too
             out = Path(output or tmp) / variant / f"{fmt}-{precision}"
             options = replace(base, variant=variant, format=fmt, int8=precision == "int8", fp16=precision == "fp16",

@@ -11,16 +11,13 @@ from pathlib import Path
 import numpy as np
 
 
-def onnx_session(model: str | Path | bytes, threads: int = 1, *, profile_prefix: str | None = None):
+def onnx_session(model: str | Path | bytes, threads: int = 1):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # ORT warns about unused initializers in quantized graphs
-    if profile_prefix:
-        options.enable_profiling = True
-        options.profile_file_prefix = profile_prefix
     source = model if isinstance(model, bytes) else str(model)
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 

@@ -205,18 +205,14 @@ def tflite_artifacts(fp32_onnx, opts, staging: Path, out_dir: Path, names: dict,
         art = ArtifactReport(path=str(out_dir / path.name), format="tflite", precision=precision,
                              size_bytes=path.stat().st_size, ops=op_histogram(path), io=io_details(path),
                              graph=delegation(path))
-        if precision == "int8":
-            thresholds, ref, ref_name = opts.int8_thresholds, torch_holdout, "pytorch"
-        else:
-            thresholds = opts.fp16_thresholds if precision == "fp16" else opts.fp32_thresholds
-            ref, ref_name = torch_holdout, "pytorch"
+        thresholds = {"int8": opts.int8_thresholds, "fp16": opts.fp16_thresholds, "fp32": opts.fp32_thresholds}[precision]
         litert = run_tflite(path, holdout, opts.threads)
-        art.parity.append(check(litert, ref, thresholds, reference=ref_name, inputs="held-out images (LiteRT)").as_dict())
+        art.parity.append(check(litert, torch_holdout, thresholds, reference="pytorch", inputs="held-out images (LiteRT)").as_dict())
         if precision == "fp32":
             art.parity.insert(0, check(run_tflite(path, fixed, opts.threads), torch_fixed, thresholds,
-                                       reference=ref_name, inputs="fixed random (LiteRT)").as_dict())
+                                       reference="pytorch", inputs="fixed random (LiteRT)").as_dict())
         pi, info = run_in_runner(path, holdout, "tflite_runtime", opts.threads)
-        art.parity.append(check(pi, ref, thresholds, reference=ref_name,
+        art.parity.append(check(pi, torch_holdout, thresholds, reference="pytorch",
                                 inputs=f"held-out images (tflite-runtime {info['runtime_version']})").as_dict())
         art.graph["gather_ops"] = sum(art.ops.get(op, 0) for op in ("GATHER", "GATHER_ND"))
         art.graph["transpose_ops"] = art.ops.get("TRANSPOSE", 0)
