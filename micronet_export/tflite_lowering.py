@@ -6,15 +6,24 @@ lowering knows the few ops our export formulation emits and keeps every activati
 
 * each ONNX tensor is carried as (TF tensor, ``perm``): physical axis ``i`` holds logical (ONNX)
   axis ``perm[i]``; images are ``(0, 2, 3, 1)``;
-* a Transpose only relabels ``perm`` (no data moves); a Reshape is a physical reshape whenever
-  the memory order allows (splitting or merging the channel axis of an NHWC tensor) and
-  transposes only when it must (a channel shuffle's interleave);
+* and ``corder``: physical channel ``s`` holds logical channel ``corder[s]``. Channel shuffles
+  (reshape/transpose/reshape in ONNX) are replayed on an index array and only change
+  ``corder``; convolutions, per-channel constants and the Dynamic Shift-Max FCs absorb it into
+  their weights. No TRANSPOSE is left. A shuffle that mixes the groups of the grouped 1x1 conv
+  after it makes that conv dense (block-diagonal weights, permuted): more MACs, but XNNPACK's
+  dense GEMM is cheaper than moving every pixel's channels (``stats["extra_macs"]``);
+* Dynamic Shift-Max's shift is the one reordering that must move data: it is copied as a roll
+  of the channel grid (reshape, two slices and a concatenation per axis) or, when the channel
+  order is not a grid, as its runs of contiguous channels;
+* a depthwise conv with a channel multiplier repeats its input along channels and runs as a
+  plain depthwise conv: XNNPACK runs a multiplier as a grouped GEMM using 1–3 of 8 columns,
+  which a callgrind profile showed as a third of M0's instructions;
 * ``Max`` is emitted as ``b + relu(a - b)`` for int8: XNNPACK runs MAXIMUM only in float
   (LiteRT xnnpack_delegate.cc checks float types for it), and SUB with a fused RELU plus ADD
   stay int8 and delegated.
 
 Anything outside this op set raises, naming the op: the lowering is narrow on purpose and
-parity-tested (tests/test_tflite.py).
+parity-tested (tests/test_tflite.py, tests/test_tflite_lowering.py).
 """
 
 from __future__ import annotations
@@ -29,19 +38,72 @@ log = logging.getLogger(__name__)
 
 NHWC = (0, 2, 3, 1)
 INT64_MAX = np.iinfo(np.int64).max
+# TFLite's XNNPACK delegate maps CONCATENATION to xnn_define_concatenate2..5.
+MAX_CONCAT_INPUTS = 5
 
 
 class _Lowered:
-    __slots__ = ("value", "perm", "shape")
+    """One ONNX tensor as lowered: a TF value plus how its data is laid out.
 
-    def __init__(self, value, perm, shape):
+    * ``perm``: physical axis ``i`` holds logical (ONNX) axis ``perm[i]``;
+    * ``corder``: for tensors with a channel axis (logical axis 1), physical channel ``s`` holds
+      logical channel ``corder[s]`` (``None``: in order). Channel shuffles and Dynamic
+      Shift-Max's shift only change ``corder``; convolutions absorb it into their weights;
+    * ``view``: a lazy channel view (the reshape/transpose/slice/concat chains that spell a
+      shuffle or a shift in ONNX): ``value`` is then the source ``_Lowered`` and ``view`` holds,
+      for each logical element, its flat logical index in the source;
+    * ``hint``: the channel order a squeeze-excite style FC should emit, so its coefficients
+      line up with the tensor they multiply;
+    * ``gathered``: the tensor is a reordering of another one (materialise it, not its partner).
+    """
+
+    __slots__ = ("value", "perm", "shape", "corder", "view", "hint", "gathered")
+
+    def __init__(self, value, perm, shape, corder=None, *, view=None, hint=None, gathered=False):
         self.value = value  # tf.Tensor (or np.ndarray for a constant)
         self.perm = tuple(perm) if perm is not None else tuple(range(len(shape)))
         self.shape = list(shape)  # logical (ONNX) shape
+        self.corder = None if corder is None or _is_identity(corder) else np.asarray(corder, dtype=np.int64)
+        self.view = view
+        self.hint = hint
+        self.gathered = gathered
 
     @property
     def is_const(self) -> bool:
         return isinstance(self.value, np.ndarray)
+
+    def order(self, channels: int) -> np.ndarray:
+        return self.corder if self.corder is not None else np.arange(channels)
+
+
+def _is_identity(order) -> bool:
+    order = np.asarray(order)
+    return bool(np.array_equal(order, np.arange(len(order))))
+
+
+def _grid_roll(src: np.ndarray) -> tuple[int, int, int, int] | None:
+    """``(rows, cols, dr, dc)`` if ``src`` rolls a (rows, cols) channel grid on both axes."""
+    c = len(src)
+    for cols in range(2, c):
+        if c % cols:
+            continue
+        rows = c // cols
+        dr, dc = int(src[0]) // cols, int(src[0]) % cols
+        a, b = np.divmod(np.arange(c), cols)
+        if np.array_equal(src, ((a + dr) % rows) * cols + (b + dc) % cols):
+            return rows, cols, dr, dc
+    return None
+
+
+def _runs(src: np.ndarray) -> list[tuple[int, int]]:
+    """Maximal runs of consecutive source indices: [(start, length), ...]."""
+    runs = []
+    for v in src.tolist():
+        if runs and runs[-1][0] + runs[-1][1] == v:
+            runs[-1][1] += 1
+        else:
+            runs.append([v, 1])
+    return [tuple(r) for r in runs]
 
 
 def _attrs(node) -> dict:
@@ -73,6 +135,10 @@ class Lowering:
         self.hard_swish = self._find_hard_swish() if int8_friendly else {}
         in_shape = self.shapes[self.input_name]
         self.input_shape_nhwc = [in_shape[0], in_shape[2], in_shape[3], in_shape[1]]
+        # What the channel-order bookkeeping did, for the report and the tests.
+        self.stats = {"absorbed_reorders": 0, "materialised_reorders": 0, "reorder_slices": 0,
+                      "densified_convs": 0, "extra_macs": 0}
+        self._materialised: dict = {}
 
     def _find_hard_swish(self) -> dict[str, str]:
         """Mul nodes computing ``x * clip(x + 3, 0, 6) / 6`` -> name of ``x``.
@@ -126,17 +192,105 @@ class Lowering:
         # physical(new)[i] = logical perm[i] = physical(old)[t.perm.index(perm[i])]
         return tf.transpose(t.value, [t.perm.index(p) for p in perm])
 
+    def _channel_axis(self, t: _Lowered) -> int:
+        """Physical index of the channel axis (logical axis 1)."""
+        return t.perm.index(1)
+
+    def _in_order(self, tf, t: _Lowered, target: np.ndarray | None):
+        """``t``'s TF value with physical channel ``s`` = logical channel ``target[s]``.
+
+        A reordering that no weight can absorb is copied as few contiguous channel slices as
+        the two orders allow, then concatenated (XNNPACK runs SLICE and CONCATENATION; it has
+        no GATHER). Results are cached: Dynamic Shift-Max multiplies its shifted input twice.
+        """
+        channels = t.shape[1]
+        target = np.arange(channels) if target is None else np.asarray(target)
+        current = t.order(channels)
+        if np.array_equal(current, target):
+            return t.value
+        key = (id(t.value), current.tobytes(), target.tobytes())
+        if key in self._materialised:
+            return self._materialised[key][1]
+        inverse = np.argsort(current)
+        src = inverse[target]
+        axis = self._channel_axis(t)
+        rank = len(t.shape)
+        runs = _runs(src)
+        grid = _grid_roll(src) if rank == 4 and axis == 3 and len(runs) > 3 else None
+        if grid is not None:
+            value = self._grid_roll(tf, t, *grid)
+        else:
+            pieces = []
+            for start, length in runs:
+                begin, size = [0] * rank, [t.shape[t.perm[i]] for i in range(rank)]
+                begin[axis], size[axis] = start, length
+                pieces.append(tf.slice(t.value, begin, size))
+            # XNNPACK delegates a CONCATENATION of at most MAX_CONCAT_INPUTS inputs.
+            while len(pieces) > 1:
+                pieces = [p[0] if len(p) == 1 else tf.concat(p, axis=axis)
+                          for p in (pieces[i:i + MAX_CONCAT_INPUTS] for i in range(0, len(pieces), MAX_CONCAT_INPUTS))]
+            value = pieces[0]
+            self.stats["reorder_slices"] += len(runs)
+        self.stats["materialised_reorders"] += 1
+        self._materialised[key] = (t, value)  # keep t alive so id() stays unique
+        return value
+
+    @staticmethod
+    def _grid_roll(tf, t: _Lowered, rows: int, cols: int, dr: int, dc: int):
+        """Channels as a (rows, cols) grid, each axis rolled left: Dynamic Shift-Max's shift
+        (a roll of the groups and a roll inside each group) in six ops whatever the groups."""
+        n, h, w, c = [t.shape[0], t.shape[2], t.shape[3], t.shape[1]]
+        y = tf.reshape(t.value, [n, h * w, rows, cols])
+        for axis, size, shift in ((2, rows, dr), (3, cols, dc)):
+            if shift % size:
+                begin, head, tail = [0, 0, 0, 0], [n, h * w, rows, cols], [n, h * w, rows, cols]
+                begin[axis], head[axis], tail[axis] = shift, size - shift, shift
+                y = tf.concat([tf.slice(y, begin, head), tf.slice(y, [0, 0, 0, 0], tail)], axis=axis)
+        return tf.reshape(y, [n, h, w, c])
+
+    @staticmethod
+    def _permute_const(c: np.ndarray, order: np.ndarray, logical_rank: int) -> np.ndarray:
+        """A constant broadcast against a tensor whose channels are stored in ``order``."""
+        c = np.asarray(c)
+        axis = c.ndim - (logical_rank - 1)  # logical axis 1, right-aligned broadcasting
+        if axis < 0 or c.shape[axis] == 1:
+            return c
+        return np.take(c, order, axis=axis)
+
     def _binary(self, tf, a: _Lowered, b: _Lowered, op):
-        ref = a if not a.is_const else b
-        perm = ref.perm if len(ref.shape) >= max(len(a.shape), len(b.shape)) else tuple(range(max(len(a.shape), len(b.shape))))
-        rank = len(perm)
-        va = self._as_perm(tf, a, perm) if (not a.is_const or a.value.ndim > 0) else a.value
-        vb = self._as_perm(tf, b, perm) if (not b.is_const or b.value.ndim > 0) else b.value
         shape = list(np.broadcast_shapes(tuple(a.shape), tuple(b.shape)))
         if a.is_const and b.is_const:
             return _Lowered(op(np.asarray(a.value), np.asarray(b.value)), None, shape)
+        ref = a if not a.is_const else b
+        perm = ref.perm if len(ref.shape) >= max(len(a.shape), len(b.shape)) else tuple(range(max(len(a.shape), len(b.shape))))
+        rank = len(perm)
+        order = None
+        has_channels = rank in (2, 4) and len(shape) == rank
+        if has_channels:
+            channels = shape[1]
+            if not a.is_const and not b.is_const:
+                oa, ob = a.order(a.shape[1]), b.order(b.shape[1])
+                if not np.array_equal(oa, ob):
+                    # Reorder one side: the shifted/shuffled one, else the smaller one.
+                    move_a = a.gathered and not b.gathered or (
+                        a.gathered == b.gathered and np.prod(a.shape) < np.prod(b.shape))
+                    if move_a:
+                        a = _Lowered(self._in_order(tf, a, ob), a.perm, a.shape, ob)
+                    else:
+                        b = _Lowered(self._in_order(tf, b, oa), b.perm, b.shape, oa)
+                order = a.order(channels)
+            else:
+                order = ref.order(channels)
+            if a.is_const:
+                a = _Lowered(self._permute_const(a.value, order, rank), None, np.shape(a.value))
+            if b.is_const:
+                b = _Lowered(self._permute_const(b.value, order, rank), None, np.shape(b.value))
+        va = self._as_perm(tf, a, perm) if (not a.is_const or a.value.ndim > 0) else a.value
+        vb = self._as_perm(tf, b, perm) if (not b.is_const or b.value.ndim > 0) else b.value
         cast = lambda v: tf.constant(v.astype(np.float32)) if isinstance(v, np.ndarray) else v
-        return _Lowered(op(cast(va), cast(vb)), perm if rank == len(shape) else None, shape)
+        hint = a.hint if a.hint is not None else b.hint
+        return _Lowered(op(cast(va), cast(vb)), perm if rank == len(shape) else None, shape,
+                        order if has_channels else None, hint=hint)
 
     # -- ops -------------------------------------------------------------------------------
     def build(self):
@@ -148,18 +302,23 @@ class Lowering:
             for node in self.model.graph.node:
                 if node.op_type == "Constant":
                     continue
-                handler = getattr(self, f"_op_{node.op_type}", None)
+                inputs = [self._get(env, i) if i else None for i in node.input]
+                if inputs and inputs[0] is not None and inputs[0].view is not None:
+                    handler = getattr(self, f"_view_{node.op_type}", None)
+                else:
+                    handler = getattr(self, f"_op_{node.op_type}", None)
                 if handler is None:
                     raise NotImplementedError(f"ONNX op {node.op_type} ({node.name}) is outside the MicroNet lowering")
-                outs = handler(tf, node, [self._get(env, i) if i else None for i in node.input], _attrs(node))
+                outs = handler(tf, node, inputs, _attrs(node))
                 if not isinstance(outs, list):
                     outs = [outs]
                 for name, out in zip(node.output, outs):
-                    if name in self.shapes:
+                    if name in self.shapes and out.view is None:
                         out.shape = self.shapes[name]
                     env[name] = out
             result = env[self.output_name]
-            return self._as_perm(tf, result, tuple(range(len(result.shape))))
+            value = self._in_order(tf, result, None) if len(result.shape) in (2, 4) else result.value
+            return self._as_perm(tf, _Lowered(value, result.perm, result.shape), tuple(range(len(result.shape))))
 
         return fn
 
@@ -175,31 +334,76 @@ class Lowering:
             raise NotImplementedError("dilated conv is not used by MicroNet")
         xv = self._as_perm(tf, x, NHWC)
         c_in = x.shape[1]
+        out_c = w.shape[0]
+        order_in = x.order(c_in)
         same = (sh, sw) == (1, 1) and (pt, pb) == ((kh - 1) // 2,) * 2 and (pl, pr) == ((kw - 1) // 2,) * 2 and kh % 2 and kw % 2
+        depthwise = group == c_in and w.shape[1] == 1
+        if depthwise and out_c > c_in:
+            xv = tf.concat([xv] * (out_c // c_in), axis=3)  # see below; before the PAD, which
+            # XNNPACK then fuses into the conv
         if same:
             padding = "SAME"
         else:
             if any((pt, pl, pb, pr)):
                 xv = tf.pad(xv, [[0, 0], [pt, pb], [pl, pr], [0, 0]])
             padding = "VALID"
-        out_c = w.shape[0]
-        if group == 1:
-            y = tf.nn.conv2d(xv, w.transpose(2, 3, 1, 0), strides=[1, sh, sw, 1], padding=padding)
-        elif group == c_in and w.shape[1] == 1:
+        if depthwise:
+            # Depthwise, possibly with a channel multiplier m. XNNPACK runs a multiplier > 1 as
+            # a grouped GEMM with 1-3 useful columns out of 8 (the slowest op of the network in
+            # a profile), so the input is repeated m times along channels instead (one
+            # CONCATENATION of whole pixels) and the conv is a plain depthwise: physical output
+            # channel j*C + s is logical channel order_in[s]*m + j.
             mult = out_c // c_in
-            kernel = w.reshape(c_in, mult, kh, kw).transpose(2, 3, 0, 1)
+            order_out = (order_in[None, :] * mult + np.arange(mult)[:, None]).reshape(-1)
+            kernel = w[order_out].reshape(out_c, 1, kh, kw).transpose(2, 3, 0, 1)
             y = tf.nn.depthwise_conv2d(xv, kernel, strides=[1, sh, sw, 1], padding=padding)
+        elif group == 1:
+            order_out = None
+            if x.hint is not None and x.shape[2] == x.shape[3] == 1 and out_c % len(x.hint) == 0:
+                # An FC of Dynamic Shift-Max: emit its coefficients in the order of the data
+                # they multiply, so no reordering is needed downstream.
+                c = len(x.hint)
+                order_out = (np.arange(out_c // c)[:, None] * c + x.hint[None, :]).reshape(-1)
+            rows = w if order_out is None else w[order_out]
+            kernel = rows[:, order_in].transpose(2, 3, 1, 0)
+            y = tf.nn.conv2d(xv, kernel, strides=[1, sh, sw, 1], padding=padding)
         else:
-            # Grouped conv: TF infers groups from filter in-channels; TFLite CONV_2D and
-            # XNNPACK both run it as one op.
-            y = tf.nn.conv2d(xv, w.transpose(2, 3, 1, 0), strides=[1, sh, sw, 1], padding=padding)
+            k_in, n_out = c_in // group, out_c // group
+            blocks = order_in.reshape(group, k_in) // k_in
+            if np.all(blocks == blocks[:, :1]):
+                # Every physical input block is one logical group: permute weights within and
+                # across groups, and the conv stays grouped.
+                groups_of = blocks[:, 0]
+                order_out = (groups_of[:, None] * n_out + np.arange(n_out)[None, :]).reshape(-1)
+                local = order_in.reshape(group, k_in) - groups_of[:, None] * k_in
+                rows = w[order_out].reshape(group, n_out, k_in, kh, kw)
+                kernel = np.stack([rows[b][:, local[b]] for b in range(group)]).reshape(out_c, k_in, kh, kw)
+                # TF infers the groups from the filter's in-channels; TFLite CONV_2D and
+                # XNNPACK run it as one grouped op.
+                y = tf.nn.conv2d(xv, kernel.transpose(2, 3, 1, 0), strides=[1, sh, sw, 1], padding=padding)
+            else:
+                # A shuffle folded into this conv mixes its groups: it becomes dense, with the
+                # block-diagonal weights permuted (cheaper than moving the channels of every
+                # pixel, and no TRANSPOSE).
+                dense = np.zeros((out_c, c_in, kh, kw), dtype=w.dtype)
+                for g in range(group):
+                    dense[g * n_out:(g + 1) * n_out, g * k_in:(g + 1) * k_in] = w[g * n_out:(g + 1) * n_out]
+                order_out = None
+                self.stats["densified_convs"] += 1
+                out_h, out_w = self.shapes[node.output[0]][2:]
+                self.stats["extra_macs"] += (c_in - k_in) * out_c * kh * kw * out_h * out_w
+                log.debug("conv %s made dense (%d groups, %d->%d, %dx%d): its input order mixes groups", node.name, group, c_in, out_c, out_h, out_w)
+                y = tf.nn.conv2d(xv, dense[:, order_in].transpose(2, 3, 1, 0), strides=[1, sh, sw, 1], padding=padding)
         if bias is not None:
-            y = tf.nn.bias_add(y, bias.astype(np.float32))
-        return _Lowered(y, NHWC, [0, 0, 0, 0])
+            y = tf.nn.bias_add(y, (bias if order_out is None else bias[order_out]).astype(np.float32))
+        if x.corder is not None:
+            self.stats["absorbed_reorders"] += 1
+        hint = x.hint if x.shape[2] == x.shape[3] == 1 else None  # FC1 -> ReLU -> FC2
+        return _Lowered(y, NHWC, [0, 0, 0, 0], order_out, hint=hint)
 
     def _op_Relu(self, tf, node, inputs, a):
         x = inputs[0]
-        return _Lowered(tf.nn.relu(x.value), x.perm, x.shape)
+        return _Lowered(tf.nn.relu(x.value), x.perm, x.shape, x.corder, hint=x.hint)
 
     def _op_Clip(self, tf, node, inputs, a):
         x = inputs[0]
@@ -211,7 +415,7 @@ class Lowering:
             y = tf.nn.relu(x.value)
         else:
             y = tf.clip_by_value(x.value, lo, hi)
-        return _Lowered(y, x.perm, x.shape)
+        return _Lowered(y, x.perm, x.shape, x.corder, hint=x.hint)
 
     def _op_Add(self, tf, node, inputs, a):
         return self._binary(tf, inputs[0], inputs[1], lambda p, q: p + q)
@@ -222,7 +426,7 @@ class Lowering:
     def _op_Mul(self, tf, node, inputs, a):
         if node.name in self.hard_swish:
             x = inputs[list(node.input).index(self.hard_swish[node.name])]
-            return _Lowered((x.value * (1.0 / 6.0)) * tf.nn.relu6(x.value + 3.0), x.perm, x.shape)
+            return _Lowered((x.value * (1.0 / 6.0)) * tf.nn.relu6(x.value + 3.0), x.perm, x.shape, x.corder)
         return self._binary(tf, inputs[0], inputs[1], lambda p, q: p * q)
 
     def _op_Div(self, tf, node, inputs, a):
@@ -248,20 +452,29 @@ class Lowering:
         keep = bool(a.get("keepdims", 1))
         if not keep:
             raise NotImplementedError("ReduceMean without keepdims is not used by MicroNet")
-        y = tf.reduce_mean(x.value, axis=self._reduce_axes(x, axes), keepdims=True)
-        return _Lowered(y, x.perm, x.shape)
+        if sorted(ax % len(x.shape) for ax in axes) != [2, 3]:
+            raise NotImplementedError("ReduceMean over other than the spatial axes is not used by MicroNet")
+        return self._op_GlobalAveragePool(tf, node, inputs, a)
 
     def _op_GlobalAveragePool(self, tf, node, inputs, a):
         x = inputs[0]
-        return _Lowered(tf.reduce_mean(x.value, axis=self._reduce_axes(x, [2, 3]), keepdims=True), x.perm, x.shape)
+        y = tf.reduce_mean(x.value, axis=self._reduce_axes(x, [2, 3]), keepdims=True)
+        return _Lowered(y, x.perm, x.shape, x.corder, hint=x.order(x.shape[1]))
 
     def _op_Transpose(self, tf, node, inputs, a):
         x = inputs[0]
         p = a["perm"]
+        if x.corder is not None:
+            raise NotImplementedError("Transpose of a reordered tensor is outside the MicroNet lowering")
         # new logical axis j = old logical axis p[j]; the data stays where it is.
         inv = {old: new for new, old in enumerate(p)}
         return _Lowered(x.value, [inv[q] for q in x.perm], [x.shape[q] for q in p])
 
+    # -- lazy channel views --------------------------------------------------------------------
+    # MicroNet's channel shuffles and Dynamic Shift-Max shift are reshape/transpose/slice/concat
+    # chains on an (N, g, C/g, H*W) view. They are replayed on an index array instead of data;
+    # when the chain comes back to an (N, C, H, W) image, what it computed is a channel
+    # permutation, which only changes ``corder``.
     def _reshape(self, tf, x: _Lowered, target: list[int]):
         src = list(x.shape)
         if -1 in target:
@@ -269,32 +482,70 @@ class Lowering:
             target = [int(np.prod(src)) // known if t == -1 else t for t in target]
         if x.is_const:
             return _Lowered(x.value.reshape(target), None, target)
-        # NCHW image -> grouped channel view (N, a, b, H*W): physically (N, H*W, a, b).
-        if x.perm == NHWC and len(target) == 4 and target[0] == src[0] and target[1] * target[2] == src[1] and target[3] == src[2] * src[3]:
-            return _Lowered(tf.reshape(x.value, [target[0], target[3], target[1], target[2]]), (0, 3, 1, 2), target)
-        # grouped view -> another grouped view of the same pixels (two shuffles in a row, merged
-        # by onnxsim): interleave if the layout says so, then split the channels anew.
-        if len(src) == 4 and len(target) == 4 and src[3] == target[3] and src[1] * src[2] == target[1] * target[2] \
-                and x.perm in ((0, 3, 1, 2), (0, 3, 2, 1)):
-            v = x.value if x.perm == (0, 3, 1, 2) else tf.transpose(x.value, [0, 1, 3, 2])
-            return _Lowered(tf.reshape(v, [target[0], target[3], target[1], target[2]]), (0, 3, 1, 2), target)
-        # grouped view (N, a, b, HW) stored (N, HW, a, b) -> NCHW image stored NHWC.
-        if len(src) == 4 and len(target) == 4 and src[1] * src[2] == target[1] and src[3] == target[2] * target[3]:
-            if x.perm == (0, 3, 1, 2):
-                return _Lowered(tf.reshape(x.value, [target[0], target[2], target[3], target[1]]), NHWC, target)
-            if x.perm == (0, 3, 2, 1):  # after a relabelled shuffle transpose: interleave for real
-                v = tf.transpose(x.value, [0, 1, 3, 2])
-                return _Lowered(tf.reshape(v, [target[0], target[2], target[3], target[1]]), NHWC, target)
+        if x.perm == NHWC and len(src) == 4 and len(target) == 4 and target[0] == src[0] \
+                and target[1] * target[2] == src[1] and target[3] == src[2] * src[3]:
+            index = np.arange(int(np.prod(src))).reshape(src)
+            return self._view_result(x, index.reshape(target))
         # (N, C, 1, 1) -> (N, C): a flatten of a pooled tensor.
         if len(target) == 2 and x.perm == NHWC and src[2] == src[3] == 1:
-            return _Lowered(tf.reshape(x.value, target), None, target)
+            return _Lowered(tf.reshape(x.value, target), None, target, x.corder)
         log.warning("generic reshape %s -> %s with layout %s: transposes inserted", src, target, x.perm)
-        logical = self._as_perm(tf, x, tuple(range(len(src))))
+        logical = self._as_perm(tf, _Lowered(self._in_order(tf, x, None), x.perm, x.shape), tuple(range(len(src))))
         y = tf.reshape(logical, target)
         if len(target) == 4:
             return _Lowered(tf.transpose(y, list(NHWC)), NHWC, target)
         return _Lowered(y, None, target)
 
+    def _view_result(self, source: _Lowered, index: np.ndarray) -> _Lowered:
+        """A lazy view, or, once it is an image again, ``source`` with its channels relabelled."""
+        n, c, h, w = source.shape
+        if index.ndim == 4 and index.shape[0] == n and index.shape[2:] == (h, w):
+            channel = index[0, :, 0, 0] // (h * w)
+            expect = channel[:, None, None] * (h * w) + np.arange(h * w).reshape(h, w)
+            if np.array_equal(index[0], expect) and np.array_equal(np.sort(channel), np.arange(c)):
+                # output logical channel k = source logical channel[k]; same physical data.
+                order = np.argsort(channel)[source.order(c)]
+                return _Lowered(source.value, NHWC, [n, c, h, w], order, gathered=True)
+        return _Lowered(source, None, list(index.shape), view=index)
+
+    def _view_Reshape(self, tf, node, inputs, a):
+        x = inputs[0]
+        target = [int(v) for v in inputs[1].value.tolist()]
+        if -1 in target:
+            known = int(np.prod([t for t in target if t != -1]))
+            target = [x.view.size // known if t == -1 else t for t in target]
+        return self._view_result(x.value, x.view.reshape(target))
+
+    def _view_Transpose(self, tf, node, inputs, a):
+        x = inputs[0]
+        return self._view_result(x.value, x.view.transpose(a["perm"]))
+
+    def _view_Slice(self, tf, node, inputs, a):
+        x = inputs[0]
+        starts, ends = inputs[1].value.tolist(), inputs[2].value.tolist()
+        axes = inputs[3].value.tolist() if len(inputs) > 3 and inputs[3] is not None else list(range(len(starts)))
+        steps = inputs[4].value.tolist() if len(inputs) > 4 and inputs[4] is not None else [1] * len(starts)
+        index = [slice(None)] * x.view.ndim
+        for st, en, ax, step in zip(starts, ends, axes, steps):
+            index[ax % x.view.ndim] = slice(st, min(en, INT64_MAX), step)
+        return self._view_result(x.value, x.view[tuple(index)])
+
+    def _view_Concat(self, tf, node, inputs, a):
+        if any(t.view is None or t.value is not inputs[0].value for t in inputs):
+            raise NotImplementedError("Concat of channel views of different tensors is outside the MicroNet lowering")
+        return self._view_result(inputs[0].value, np.concatenate([t.view for t in inputs], axis=int(a["axis"])))
+
+    def _view_Split(self, tf, node, inputs, a):
+        x = inputs[0]
+        axis = int(a.get("axis", 0)) % x.view.ndim
+        sizes = self._split_sizes(node, inputs, a, x.view.shape[axis])
+        parts = np.split(x.view, np.cumsum(sizes)[:-1], axis=axis)
+        return [self._view_result(x.value, p) for p in parts]
+
+    def _view_Identity(self, tf, node, inputs, a):
+        return inputs[0]
+
+    # -- the remaining data movement --------------------------------------------------------
     def _op_Reshape(self, tf, node, inputs, a):
         return self._reshape(tf, inputs[0], [int(v) for v in inputs[1].value.tolist()])
 
@@ -310,7 +561,10 @@ class Lowering:
         steps = inputs[4].value.tolist() if len(inputs) > 4 and inputs[4] is not None else [1] * len(starts)
         if any(s != 1 for s in steps):
             raise NotImplementedError("strided Slice is not used by MicroNet")
+        if x.is_const:
+            raise NotImplementedError("Slice of a constant")
         rank = len(x.shape)
+        value = self._in_order(tf, x, None) if rank in (2, 4) else x.value
         # Explicit sizes: XNNPACK does not delegate a SLICE whose size holds -1.
         begin, size = [0] * rank, [x.shape[x.perm[i]] for i in range(rank)]
         for st, en, ax in zip(starts, ends, axes):
@@ -320,30 +574,40 @@ class Lowering:
             en = max(0, en + dim if en < 0 else min(en, dim))
             phys = x.perm.index(ax)
             begin[phys], size[phys] = st, en - st
-        if x.is_const:
-            raise NotImplementedError("Slice of a constant")
-        return _Lowered(tf.slice(x.value, begin, size), x.perm, x.shape)
+        return _Lowered(tf.slice(value, begin, size), x.perm, x.shape)
 
     def _op_Concat(self, tf, node, inputs, a):
         ref = next(t for t in inputs if not t.is_const)
         axis = int(a["axis"]) % len(ref.shape)
-        values = [self._as_perm(tf, t, ref.perm) for t in inputs]
+        values = [self._as_perm(tf, _Lowered(self._in_order(tf, t, None), t.perm, t.shape) if not t.is_const else t, ref.perm)
+                  for t in inputs]
         return _Lowered(tf.concat(values, axis=ref.perm.index(axis)), ref.perm, ref.shape)
+
+    @staticmethod
+    def _split_sizes(node, inputs, a, dim) -> list[int]:
+        if len(inputs) > 1 and inputs[1] is not None:
+            return [int(s) for s in inputs[1].value.tolist()]
+        if "split" in a:
+            return list(a["split"])
+        return [dim // len(node.output)] * len(node.output)
 
     def _op_Split(self, tf, node, inputs, a):
         x = inputs[0]
         axis = int(a.get("axis", 0)) % len(x.shape)
-        if len(inputs) > 1 and inputs[1] is not None:
-            sizes = [int(s) for s in inputs[1].value.tolist()]
-        elif "split" in a:
-            sizes = list(a["split"])
-        else:
-            n = len(node.output)
-            sizes = [x.shape[axis] // n] * n
+        sizes = self._split_sizes(node, inputs, a, x.shape[axis])
+        value, corders = x.value, [None] * len(sizes)
+        if axis == 1 and x.corder is not None:
+            # Keep the order if every physical part holds exactly one logical part.
+            bounds = np.cumsum([0] + sizes)
+            parts = [x.corder[bounds[i]:bounds[i + 1]] - bounds[i] for i in range(len(sizes))]
+            if all(np.array_equal(np.sort(p), np.arange(n)) for p, n in zip(parts, sizes)):
+                corders = parts
+            else:
+                value = self._in_order(tf, x, None)
         # Equal parts as SPLIT (XNNPACK runs it); SPLIT_V only when sizes differ.
         split = len(sizes) if len(set(sizes)) == 1 else sizes
-        parts = tf.split(x.value, split, axis=x.perm.index(axis))
-        return [_Lowered(p, x.perm, x.shape) for p in parts]
+        pieces = tf.split(value, split, axis=x.perm.index(axis))
+        return [_Lowered(p, x.perm, x.shape, o, hint=x.hint) for p, o in zip(pieces, corders)]
 
     def _op_Gemm(self, tf, node, inputs, a):
         x, b = inputs[0], inputs[1]
@@ -352,6 +616,7 @@ class Lowering:
             raise NotImplementedError("Gemm with transA/alpha/beta is not used by MicroNet")
         w = b.value.T if a.get("transB", 0) else b.value
         xv = self._as_perm(tf, x, (0, 1))
+        w = w[x.order(x.shape[1])]  # rows follow the input's channel order
         y = tf.matmul(xv, w.astype(np.float32))
         if c is not None:
             y = y + c.value.astype(np.float32)
