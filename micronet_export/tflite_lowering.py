@@ -95,6 +95,14 @@ def _grid_roll(src: np.ndarray) -> tuple[int, int, int, int] | None:
     return None
 
 
+def _resolve_target(target: list[int], size: int) -> list[int]:
+    """An ONNX Reshape target with its -1 filled in."""
+    if -1 not in target:
+        return target
+    known = int(np.prod([t for t in target if t != -1]))
+    return [size // known if t == -1 else t for t in target]
+
+
 def _runs(src: np.ndarray) -> list[tuple[int, int]]:
     """Maximal runs of consecutive source indices: [(start, length), ...]."""
     runs = []
@@ -339,8 +347,9 @@ class Lowering:
         same = (sh, sw) == (1, 1) and (pt, pb) == ((kh - 1) // 2,) * 2 and (pl, pr) == ((kw - 1) // 2,) * 2 and kh % 2 and kw % 2
         depthwise = group == c_in and w.shape[1] == 1
         if depthwise and out_c > c_in:
-            xv = tf.concat([xv] * (out_c // c_in), axis=3)  # see below; before the PAD, which
-            # XNNPACK then fuses into the conv
+            # The multiplier's input repeat (see below) goes before the PAD, so that XNNPACK
+            # can fuse the PAD into the depthwise conv.
+            xv = tf.concat([xv] * (out_c // c_in), axis=3)
         if same:
             padding = "SAME"
         else:
@@ -477,9 +486,7 @@ class Lowering:
     # permutation, which only changes ``corder``.
     def _reshape(self, tf, x: _Lowered, target: list[int]):
         src = list(x.shape)
-        if -1 in target:
-            known = int(np.prod([t for t in target if t != -1]))
-            target = [int(np.prod(src)) // known if t == -1 else t for t in target]
+        target = _resolve_target(target, int(np.prod(src)))
         if x.is_const:
             return _Lowered(x.value.reshape(target), None, target)
         if x.perm == NHWC and len(src) == 4 and len(target) == 4 and target[0] == src[0] \
@@ -510,10 +517,7 @@ class Lowering:
 
     def _view_Reshape(self, tf, node, inputs, a):
         x = inputs[0]
-        target = [int(v) for v in inputs[1].value.tolist()]
-        if -1 in target:
-            known = int(np.prod([t for t in target if t != -1]))
-            target = [x.view.size // known if t == -1 else t for t in target]
+        target = _resolve_target([int(v) for v in inputs[1].value.tolist()], x.view.size)
         return self._view_result(x.value, x.view.reshape(target))
 
     def _view_Transpose(self, tf, node, inputs, a):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import pytest
 import torch
 
 from micronet_export.model.shift import shift_channels, shuffle_channels
@@ -65,7 +64,7 @@ def test_lowering_stats_on_m0(tmp_path):
     from micronet_export import create_model
     from micronet_export.onnx_export import export_onnx
 
-    tf = pytest.importorskip("tensorflow")
+    import tensorflow as tf
     lowering = Lowering(export_onnx(create_model("m0")), int8_friendly=True)
     tf.function(lowering.build(), input_signature=[tf.TensorSpec(lowering.input_shape_nhwc, tf.float32)]).get_concrete_function()
     stats = lowering.stats
