@@ -257,7 +257,7 @@ def export(options: ExportOptions) -> Report:
                                      op_types=ORT_INT8_OPS[opts.ort_int8_ops])
                 set_onnx_metadata(int8, metadata(
                     "NCHW", "int8", f"onnxruntime static QDQ ({'Conv/Gemm' if opts.ort_int8_ops == 'conv' else 'every op'}), "
-                    f"int8 activations and per-channel int8 weights, {opts.calibration_method} calibration on {len(calib)} images"))
+                    f"uint8 activations and per-channel int8 weights (float: convs ORT runs slower in int8), {opts.calibration_method} calibration on {len(calib)} images"))
                 onnx.save(int8, staging / names["onnx_int8"])
             with timer.stage("onnx int8 parity"):
                 art = _onnx_artifact(staging / names["onnx_int8"], int8, "int8", out_dir)

@@ -75,7 +75,7 @@ def convert(
     if precision not in PRECISIONS:
         raise UserError(f"unknown TFLite precision {precision!r}; valid: {', '.join(PRECISIONS)}")
     tf = _quiet_tf()
-    lowering = Lowering(fp32_onnx, int8_friendly=precision == "int8")
+    lowering = Lowering.planned(fp32_onnx, int8_friendly=precision == "int8")
     fn = tf.function(lowering.build(), input_signature=[tf.TensorSpec(lowering.input_shape_nhwc, tf.float32, name="input")],
                      autograph=False)
     concrete = fn.get_concrete_function()
