@@ -72,6 +72,7 @@ def quantize_onnx(
     nodes_to_exclude: Iterable[str] = (),
     op_types: Iterable[str] | None = None,
     keep_slow_convs_float: bool = True,
+    activation_type: str = "uint8",
 ) -> onnx.ModelProto:
     """Static QDQ int8 of ``fp32_model`` calibrated on ``calibration``.
 
@@ -96,7 +97,7 @@ def quantize_onnx(
             str(src), str(dst), calibration_reader(calibration),
             quant_format=QuantFormat.QDQ,
             per_channel=per_channel,
-            activation_type=QuantType.QUInt8,
+            activation_type={"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}[activation_type],
             weight_type=QuantType.QInt8,
             calibrate_method=methods[method],
             nodes_to_exclude=list(nodes_to_exclude) + (slow_int8_convs(fp32_model) if keep_slow_convs_float else []),

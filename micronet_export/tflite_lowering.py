@@ -11,13 +11,21 @@ lowering knows the few ops our export formulation emits and keeps every activati
   ``corder``; convolutions, per-channel constants and the Dynamic Shift-Max FCs absorb it into
   their weights. No TRANSPOSE is left. A shuffle that mixes the groups of the grouped 1x1 conv
   after it makes that conv dense (block-diagonal weights, permuted): more MACs, but XNNPACK's
-  dense GEMM is cheaper than moving every pixel's channels (``stats["extra_macs"]``);
-* Dynamic Shift-Max's shift is the one reordering that must move data: it is copied as a roll
-  of the channel grid (reshape, two slices and a concatenation per axis) or, when the channel
-  order is not a grid, as its runs of contiguous channels;
+  dense GEMM is cheaper than moving every pixel's channels (``stats["extra_macs"]``). In
+  float, an expanding conv keeps its groups behind a permutation conv when that is cheaper;
+* Dynamic Shift-Max's shift is the one reordering that must move data. XNNPACK copies slices
+  and concatenations pixel by pixel, so on few channels the shift is a 1x1 conv with a 0/1
+  matrix (exact, and cheaper than the copy: see INSTR_PER_PIECE); on many, a planning pass
+  (``Lowering.planned``) lets the conv before it emit its channels in an order that makes the
+  shift a roll (2–3 slices and one concatenation), else it is copied as a roll of the channel
+  grid or as its runs of contiguous channels;
 * a depthwise conv with a channel multiplier repeats its input along channels and runs as a
   plain depthwise conv: XNNPACK runs a multiplier as a grouped GEMM using 1–3 of 8 columns,
-  which a callgrind profile showed as a third of M0's instructions;
+  which a callgrind profile showed as a third of M0's instructions. The repeats come from the
+  convs that made the input when they fit in their tile (``_tiled``), else from a 1x1 conv
+  (float) or a concatenation (int8);
+* the hard sigmoid's affine that makes Dynamic Shift-Max's coefficients is one 1x1 depthwise
+  conv with a bias instead of MUL and ADD;
 * ``Max`` is emitted as ``b + relu(a - b)`` for int8: XNNPACK runs MAXIMUM only in float
   (LiteRT xnnpack_delegate.cc checks float types for it), and SUB with a fused RELU plus ADD
   stay int8 and delegated.

@@ -57,6 +57,27 @@ def test_int8_graph_is_qdq_and_gather_free(onnx_int8_run):
     onnx.checker.check_model(proto, full_check=True)
 
 
+def test_int8_keeps_slow_convs_float_with_uint8_activations(onnx_int8_run):
+    from micronet_export.quantize import slow_int8_convs
+
+    out, _ = onnx_int8_run
+    proto = onnx.load(out / artifact_names("m0")["onnx_int8"])
+    fp32 = onnx.load(out / artifact_names("m0")["onnx_fp32"])
+    slow = slow_int8_convs(fp32)
+    # The stem's 3->2 conv and the 7 depthwise convs with a channel multiplier.
+    assert len(slow) == 8
+    producer = {o: n for n in proto.graph.node for o in n.output}
+    convs = {n.name: n for n in proto.graph.node if n.op_type == "Conv"}
+    for name in slow:
+        weight = producer.get(convs[name].input[1])
+        assert weight is None or weight.op_type != "DequantizeLinear", name  # float weights
+    others = [n for n in convs.values() if n.name not in slow]
+    assert others and all(producer[n.input[1]].op_type == "DequantizeLinear" for n in others)
+    inits = {i.name: i for i in proto.graph.initializer}
+    zero_points = [inits[n.input[2]] for n in proto.graph.node if n.op_type == "QuantizeLinear"]
+    assert zero_points and all(z.data_type == onnx.TensorProto.UINT8 for z in zero_points)
+
+
 def test_int8_metrics_and_per_layer_error_are_reported(onnx_int8_run):
     _, report = onnx_int8_run
     int8 = report.artifacts[1]
