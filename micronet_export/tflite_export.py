@@ -214,6 +214,11 @@ def tflite_artifacts(fp32_onnx, opts, staging: Path, out_dir: Path, names: dict,
         pi, info = run_in_runner(path, holdout, "tflite_runtime", opts.threads)
         art.parity.append(check(pi, torch_holdout, thresholds, reference="pytorch",
                                 inputs=f"held-out images (tflite-runtime {info['runtime_version']})").as_dict())
+        art.graph["tflite_runtime_xnnpack_partitions"] = info.get("xnnpack_partitions")
+        if precision == "int8" and info.get("xnnpack_partitions") == 0:
+            art.notes.append(f"tflite-runtime {info['runtime_version']} runs this int8 model on its builtin kernels: "
+                             "its pip build's XNNPACK delegate takes float models only. For XNNPACK int8 on a "
+                             "Raspberry Pi, use ai-edge-litert (aarch64 wheels for Python 3.11).")
         art.graph["gather_ops"] = sum(art.ops.get(op, 0) for op in ("GATHER", "GATHER_ND"))
         art.graph["transpose_ops"] = art.ops.get("TRANSPOSE", 0)
     return [art]

@@ -283,8 +283,8 @@ class Lowering:
         """Mul nodes computing ``x * clip(x + 3, 0, 6) / 6`` -> name of ``x``.
 
         TFLiteConverter fuses that pattern into HARD_SWISH, which XNNPACK runs in float only;
-        for int8 the lowering writes ``(x / 6) * relu6(x + 3)``, which it leaves as MUL, ADD
-        (fused RELU6) and MUL, all delegated.
+        for int8 the lowering writes ``(x / 2) * (clamp(x / 3, -1, 1) + 1)``, which it leaves as
+        MUL (fused RELU_N1_TO_1), ADD, MUL and MUL, all delegated.
         """
         producer = {o: n for n in self.model.graph.node for o in n.output}
 
@@ -707,7 +707,12 @@ class Lowering:
     def _op_Mul(self, tf, node, inputs, a):
         if node.name in self.hard_swish:
             x = inputs[list(node.input).index(self.hard_swish[node.name])]
-            return _Lowered((x.value * (1.0 / 6.0)) * tf.nn.relu6(x.value + 3.0), x.perm, x.shape, x.corder)
+            # relu6(x + 3) / 6 = (clamp(x / 3, -1, 1) + 1) / 2: the clamp fuses into the MUL as
+            # RELU_N1_TO_1. Written as relu6(x + 3), the ADD's input/output scale ratio is
+            # |x|max / 6, which XNNPACK's QS8 ADD refuses past 256 (random-weight classifiers
+            # reach 305 and left two ADDs outside XNNPACK).
+            unit = tf.minimum(tf.maximum(x.value * (1.0 / 3.0), -1.0), 1.0)
+            return _Lowered((x.value * 0.5) * (unit + 1.0), x.perm, x.shape, x.corder)
         out = self._binary(tf, inputs[0], inputs[1], lambda p, q: p * q)
         x, scale = (inputs[1], inputs[0]) if inputs[0].is_const else (inputs[0], inputs[1])
         if scale.is_const and not x.is_const and len(x.shape) == 4 and x.shape[2] == x.shape[3] == 1:

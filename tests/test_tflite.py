@@ -53,7 +53,7 @@ def test_int8_runs_whole_in_xnnpack(m0_int8):
     assert ops.get("GATHER", 0) == 0 and ops.get("GATHER_ND", 0) == 0
     assert "HARD_SWISH" not in ops and "MAXIMUM" not in ops  # both would fall out of XNNPACK in int8
     # Shuffles are folded into weights and channel orders: no TRANSPOSE at all. Issue 4 asks for
-    # at most 300 ops (this lowering reaches 290).
+    # at most 300 ops (this lowering reaches 247).
     assert ops.get("TRANSPOSE", 0) == 0
     assert sum(ops.values()) <= 300
     # Depthwise convs with a channel multiplier run as plain depthwise convs (13), and each
@@ -75,6 +75,11 @@ def test_int8_loads_in_tflite_runtime(m0_int8, photos):
     got, info = run_in_runner(m0_int8, photos[:4], "tflite_runtime")
     assert info["runtime_version"] == "2.14.0" and info["xnnpack"]
     assert got.shape == (4, 1000) and np.isfinite(got).all()
+    # tflite-runtime 2.14's pip build creates the XNNPACK delegate but gives it no int8 op (its
+    # XNNPACK has no QS8 support; LiteRT delegates the whole model): README and the report say so.
+    assert info["xnnpack_partitions"] == 0
+    _, litert_info = run_in_runner(m0_int8, photos[:1], "litert")
+    assert litert_info["xnnpack_partitions"] == 1
 
 
 RUNTIMES_MIN_COSINE = 0.99
@@ -134,3 +139,37 @@ def test_every_variant_converts_in_every_precision(variant, photos, tmp_path):
         assert graph["xnnpack_partitions"] == 1 and graph["ops_outside_xnnpack"] == 0, (precision, graph)
         if precision == "fp32":
             assert np.abs(got - want).max() <= TFLITE_VS_TORCH_MAX_ABS + 1e-4 * np.abs(want).max()
+
+
+def test_hard_swish_stays_in_xnnpack_with_a_wide_classifier(photos, tmp_path):
+    # Classifier pre-activations of +-hundreds (random heads do this): written as relu6(x + 3),
+    # the int8 ADD's input/output scale ratio passes XNNPACK's QS8 limit (256) and two ADDs fell
+    # out of XNNPACK at 10x weights already; the clamp(x / 3) form holds at 30x.
+    import torch
+
+    model = recalibrate_bn(randomize(create_model("m0", num_classes=10), seed=3), photos[:32, :, :64, :64])
+    with torch.no_grad():
+        for linear in (model.classifier[0].linear[0], model.classifier[2].linear[0]):
+            linear.weight.mul_(30.0)
+    import tensorflow as tf
+
+    from micronet_export.tflite_export import to_nhwc
+    from micronet_export.tflite_lowering import Lowering
+
+    x = photos[:4, :, :64, :64]
+    want = run_torch(model, x)
+    proto = export_onnx(model, input_size=64)
+    path = tmp_path / "int8.tflite"
+    path.write_bytes(convert(proto, "int8", calibration=photos[:32, :, :64, :64]))
+    graph = delegation(path)
+    assert graph["xnnpack_partitions"] == 1 and graph["ops_outside_xnnpack"] == 0, graph
+    assert "HARD_SWISH" not in op_histogram(path)
+    # The int8 graph's h-swish is exact: run in float, it matches PyTorch.
+    lowering = Lowering.planned(proto, int8_friendly=True)
+    fn = tf.function(lowering.build(), input_signature=[tf.TensorSpec(lowering.input_shape_nhwc, tf.float32)])
+    got_float = np.concatenate([fn(tf.constant(to_nhwc(x[i:i + 1]))).numpy() for i in range(len(x))])
+    assert np.abs(got_float - want).max() <= 1e-4 * np.abs(want).max()
+    # int8 of a 30x random head is coarse; this only rules out a broken graph.
+    got = run_tflite(path, x)
+    cos = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
+    assert cos.mean() >= 0.8, cos

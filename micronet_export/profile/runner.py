@@ -218,6 +218,10 @@ def main(argv=None) -> int:
         "runtime": runtime,
         "runtime_version": model.version,
         "xnnpack": runtime != "onnxruntime" and not args.no_xnnpack,
+        # What the delegate took: tflite-runtime 2.14's pip build runs int8 models without
+        # XNNPACK (0 partitions) although it delegates float ones.
+        "xnnpack_partitions": (None if runtime == "onnxruntime" else
+                               sum(op["op_name"] == "DELEGATE" for op in model.interp._get_ops_details())),
         "threads": args.threads,
         "pid": os.getpid(),
         "hostname": socket.gethostname(),
