@@ -139,8 +139,7 @@ def _chain_order(order: np.ndarray, src: np.ndarray, block: int) -> np.ndarray |
     c = len(order)
     if c % block:
         return None
-    logical_image = np.empty(c, dtype=np.int64)
-    logical_image[order] = order[src]  # the reordering on logical channels
+    logical_image = _logical_image(order, src)
     if block == c:
         # Any order: interleave the cycles (slot k*d + i holds step k of cycle i), and the copy
         # is a roll by d: two slices and one concatenation.
@@ -179,12 +178,16 @@ def _chain_order(order: np.ndarray, src: np.ndarray, block: int) -> np.ndarray |
     return new
 
 
-def _relabelled(src: np.ndarray, order: np.ndarray, new: np.ndarray) -> np.ndarray:
-    """``src`` (a physical copy on a tensor stored in ``order``) if it were stored in ``new``."""
+def _logical_image(order: np.ndarray, src: np.ndarray) -> np.ndarray:
+    """The physical copy ``src`` on a tensor stored in ``order``, as a map of logical channels."""
     image = np.empty(len(order), dtype=np.int64)
     image[order] = order[src]
-    slot = np.argsort(new)
-    return slot[image[new]]
+    return image
+
+
+def _relabelled(src: np.ndarray, order: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """``src`` (a physical copy on a tensor stored in ``order``) if it were stored in ``new``."""
+    return np.argsort(new)[_logical_image(order, src)[new]]
 
 
 def _runs(src: np.ndarray) -> list[tuple[int, int]]:
@@ -338,9 +341,12 @@ class Lowering:
     def _in_order(self, tf, t: _Lowered, target: np.ndarray | None):
         """``t``'s TF value with physical channel ``s`` = logical channel ``target[s]``.
 
-        A reordering that no weight can absorb is copied as few contiguous channel slices as
-        the two orders allow, then concatenated (XNNPACK runs SLICE and CONCATENATION; it has
-        no GATHER). Results are cached: Dynamic Shift-Max multiplies its shifted input twice.
+        A reordering that no weight can absorb is a permutation conv when the tensor has few
+        channels (see INSTR_PER_PIECE), else copied as a grid roll or as few contiguous channel
+        slices as the two orders allow, then concatenated (XNNPACK runs SLICE and
+        CONCATENATION; it has no GATHER). It also records the order the producing conv should
+        emit to make the copy a roll (``wanted_orders``, see ``planned``). Results are cached:
+        Dynamic Shift-Max multiplies its shifted input twice.
         """
         channels = t.shape[1]
         target = np.arange(channels) if target is None else np.asarray(target)
