@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -141,6 +143,12 @@ def test_every_variant_converts_in_every_precision(variant, photos, tmp_path):
             assert np.abs(got - want).max() <= TFLITE_VS_TORCH_MAX_ABS + 1e-4 * np.abs(want).max()
 
 
+# Float32 results of two implementations that sum in different orders land within a small
+# multiple of each other's distance to the float64 result (measured 0.3-1.5x on 8 seeds and
+# 1-2 threads, AVX2 and AVX-512).
+FLOAT32_ORDER_FACTOR = 4
+
+
 def test_hard_swish_stays_in_xnnpack_with_a_wide_classifier(photos, tmp_path):
     # Classifier pre-activations of +-hundreds (random heads do this): written as relu6(x + 3),
     # the int8 ADD's input/output scale ratio passes XNNPACK's QS8 limit (256) and two ADDs fell
@@ -158,17 +166,26 @@ def test_hard_swish_stays_in_xnnpack_with_a_wide_classifier(photos, tmp_path):
 
     x = photos[:4, :, :64, :64]
     want = run_torch(model, x)
+    with torch.no_grad():
+        want64 = copy.deepcopy(model).double()(torch.from_numpy(x).double()).numpy()
     proto = export_onnx(model, input_size=64)
     path = tmp_path / "int8.tflite"
     path.write_bytes(convert(proto, "int8", calibration=photos[:32, :, :64, :64]))
     graph = delegation(path)
     assert graph["xnnpack_partitions"] == 1 and graph["ops_outside_xnnpack"] == 0, graph
     assert "HARD_SWISH" not in op_histogram(path)
-    # The int8 graph's h-swish is exact: run in float, it matches PyTorch.
+    # The int8 graph's h-swish is exact: run in float, it is as close to the float64 truth as
+    # PyTorch's own float32 is. A 30x random head is ill-conditioned (logits of +-10^4 from
+    # cancelling sums), so float32 rounding alone moves logits by up to ~1e-3 relative, by an
+    # amount that depends on summation order (AVX2 vs AVX-512 kernels, thread count): the
+    # bound is PyTorch's float32 error on the same inputs, not a fixed fraction of the logits.
+    # A wrong formula would be off by the size of the activations, orders of magnitude more.
     lowering = Lowering.planned(proto, int8_friendly=True)
     fn = tf.function(lowering.build(), input_signature=[tf.TensorSpec(lowering.input_shape_nhwc, tf.float32)])
     got_float = np.concatenate([fn(tf.constant(to_nhwc(x[i:i + 1]))).numpy() for i in range(len(x))])
-    assert np.abs(got_float - want).max() <= 1e-4 * np.abs(want).max()
+    torch_float32_error = np.abs(want - want64).max()
+    assert 0 < torch_float32_error < 1e-2 * np.abs(want64).max()
+    assert np.abs(got_float - want64).max() <= FLOAT32_ORDER_FACTOR * torch_float32_error
     # int8 of a 30x random head is coarse; this only rules out a broken graph.
     got = run_tflite(path, x)
     cos = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
