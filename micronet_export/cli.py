@@ -77,6 +77,13 @@ def _export(argv: list[str]) -> int:
     p.add_argument("--input-size", type=int, help="multiple of 32 (default: the checkpoint card's, else 224)")
     p.add_argument("--dynamic-batch", action="store_true", help="ONNX with a dynamic batch axis")
     p.add_argument("--io-dtype", default="int8", choices=("int8", "uint8", "float32"), help="int8 TFLite input/output type")
+    p.add_argument("--int8-target-cosine", type=float,
+                   help="int8 accuracy control: mean logit cosine to keep vs fp32 (default: --int8-min-cosine)")
+    p.add_argument("--int8-target-top1", type=float, help="top-1 agreement to keep vs fp32 (default: --int8-min-top1)")
+    p.add_argument("--keep-float", default="", metavar="MODULES",
+                   help="comma-separated modules kept in float in int8 models, e.g. features.6,classifier")
+    p.add_argument("--int8-fallback", default="auto", choices=("auto", "none"),
+                   help="auto: better ranges, then float islands when plain int8 misses the target; none: plain int8")
     p.add_argument("--force", action="store_true", help="overwrite existing artifacts")
     p.add_argument("--threads", type=int, default=1, help="threads for the parity runs")
     p.add_argument("--no-per-layer", action="store_true", help="skip the per-layer int8 error table")
@@ -93,7 +100,9 @@ def _export(argv: list[str]) -> int:
         random_init=args.random_init,
         calibration=args.calibration, output=args.output, opset=args.opset, input_size=args.input_size,
         dynamic_batch=args.dynamic_batch, calibration_method=args.calibration_method, io_dtype=args.io_dtype,
-        ort_int8_ops=args.ort_int8_ops,
+        ort_int8_ops=args.ort_int8_ops, int8_target_cosine=args.int8_target_cosine,
+        int8_target_top1=args.int8_target_top1, int8_fallback=args.int8_fallback,
+        keep_float=tuple(m.strip() for m in args.keep_float.split(",") if m.strip()),
         force=args.force, per_layer=not args.no_per_layer, fail_on_parity=not args.parity_warn_only,
         fp32_thresholds=_thresholds(FP32_THRESHOLDS, max_abs_rel=args.fp32_max_abs_rel),
         int8_thresholds=_thresholds(INT8_THRESHOLDS, cosine_mean=args.int8_min_cosine, top1_agreement=args.int8_min_top1),

@@ -22,15 +22,17 @@ import onnx
 
 from micronet_export.errors import OutputExistsError, ParityError, UserError
 from micronet_export.images import DEFAULT_CALIBRATION_DIR, load_folder, project_path
+from micronet_export.int8.search import FALLBACKS, Int8Options, Int8Target
+from micronet_export.int8.stage import int8_stage
 from micronet_export.metadata import artifact_metadata, set_onnx_metadata
 from micronet_export.model import create_model
 from micronet_export.model.checkpoint import sha256_file
 from micronet_export.model.micronet import get_variant
 from micronet_export.onnx_export import DEFAULT_OPSET, export_onnx, summarize_graph
-from micronet_export.parity import FP16_THRESHOLDS, FP32_THRESHOLDS, INT8_THRESHOLDS, Thresholds, check
-from micronet_export.quantize import CALIBRATION_METHODS, per_layer_error, quantize_onnx
+from micronet_export.parity import FP16_THRESHOLDS, FP32_THRESHOLDS, INT8_THRESHOLDS, Thresholds, check, conditioned
+from micronet_export.quantize import CALIBRATION_METHODS, per_layer_error
 from micronet_export.report import REPORT_JSON, REPORT_MD, ArtifactReport, Report, write_report
-from micronet_export.runtimes import onnx_session, run_onnx, run_torch
+from micronet_export.runtimes import onnx_session, run_onnx, run_torch, run_torch_float64
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +102,13 @@ class ExportOptions:
     # at 224x224 it is also faster (1.64 vs 1.87 ms, benchmarks/results/ort_int8_breakdown.md).
     ort_int8_ops: str = "conv"
     io_dtype: str = "int8"
+    # int8 accuracy control (micronet_export.int8): the plain min/max model when it keeps the
+    # logits within the targets (default: the int8 parity thresholds), else better ranges,
+    # else the fewest float islands that do; "none" always ships the plain model.
+    int8_target_cosine: float | None = None
+    int8_target_top1: float | None = None
+    keep_float: tuple[str, ...] = ()
+    int8_fallback: str = "auto"
     force: bool = False
     per_layer: bool = True
     fail_on_parity: bool = True
@@ -129,6 +138,11 @@ class ExportOptions:
             raise UserError(f"unknown calibration method {self.calibration_method!r}; valid: {', '.join(CALIBRATION_METHODS)}")
         if self.ort_int8_ops not in ORT_INT8_OPS:
             raise UserError(f"unknown --ort-int8-ops {self.ort_int8_ops!r}; valid: {', '.join(ORT_INT8_OPS)}")
+        if self.int8_fallback not in FALLBACKS:
+            raise UserError(f"unknown --int8-fallback {self.int8_fallback!r}; valid: {', '.join(FALLBACKS)}")
+        for name, value in (("--int8-target-cosine", self.int8_target_cosine), ("--int8-target-top1", self.int8_target_top1)):
+            if value is not None and not 0.0 < value <= 1.0:
+                raise UserError(f"{name} takes a number in (0, 1], got {value}")
         if self.io_dtype not in ("int8", "uint8", "float32"):
             raise UserError(f"unknown --io-dtype {self.io_dtype!r}; valid: int8, uint8, float32")
         if not MIN_OPSET <= self.opset <= MAX_OPSET:
@@ -138,6 +152,13 @@ class ExportOptions:
         output = Path(self.output) if self.output else Path("models") / variant
         return replace(self, variant=variant, output=output, checkpoint=checkpoint, input_size=input_size,
                        calibration=calibration)
+
+    def int8_options(self) -> Int8Options:
+        cosine = self.int8_target_cosine if self.int8_target_cosine is not None else self.int8_thresholds.cosine_mean
+        top1 = self.int8_target_top1 if self.int8_target_top1 is not None else self.int8_thresholds.top1_agreement
+        return Int8Options(target=Int8Target(cosine=cosine if cosine is not None else 0.98,
+                                             top1=top1 if top1 is not None else 0.0),
+                           fallback=self.int8_fallback, keep_float=tuple(self.keep_float))
 
     def planned(self) -> list[str]:
         """Artifact keys this run writes, in order."""
@@ -182,6 +203,26 @@ def _prepare_output(folder: Path, files: list[str], force: bool) -> None:
         raise UserError(f"output path {folder} is not a folder")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise UserError(f"output folder {folder} is not writable; pick another with --output")
+
+
+@dataclass
+class References:
+    """The PyTorch logits every artifact is checked against, and the fp32 bounds they allow
+    (see :func:`parity.conditioned`: never tighter than float32 itself gets on those inputs)."""
+
+    fixed: np.ndarray
+    holdout: np.ndarray
+    fixed_logits: np.ndarray
+    holdout_logits: np.ndarray
+    fp32_fixed: Thresholds
+    fp32_holdout: Thresholds
+
+    @classmethod
+    def of(cls, model, fixed: np.ndarray, holdout: np.ndarray, fp32: Thresholds) -> "References":
+        fixed_logits, holdout_logits = run_torch(model, fixed), run_torch(model, holdout)
+        return cls(fixed, holdout, fixed_logits, holdout_logits,
+                   conditioned(fp32, fixed_logits, run_torch_float64(model, fixed)),
+                   conditioned(fp32, holdout_logits, run_torch_float64(model, holdout)))
 
 
 def split_calibration(arrays: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -237,8 +278,7 @@ def export(options: ExportOptions) -> Report:
     staging = Path(tempfile.mkdtemp(prefix=".micronet-export-", dir=out_dir))
     try:
         with timer.stage("reference logits"):
-            fixed = fixed_inputs(opts.input_size)
-            torch_fixed, torch_holdout = run_torch(model, fixed), run_torch(model, holdout)
+            refs = References.of(model, fixed_inputs(opts.input_size), holdout, opts.fp32_thresholds)
         with timer.stage("onnx export"):
             fp32 = export_onnx(model, input_size=opts.input_size, opset=opts.opset, dynamic_batch=opts.dynamic_batch)
             set_onnx_metadata(fp32, metadata("NCHW", "fp32", "none"))
@@ -248,31 +288,44 @@ def export(options: ExportOptions) -> Report:
             ort_holdout = run_onnx(session, holdout)
             art = _onnx_artifact(staging / names["onnx_fp32"], fp32, "fp32", out_dir)
             art.parity = [
-                check(run_onnx(session, fixed), torch_fixed, opts.fp32_thresholds, reference="pytorch", inputs="fixed random").as_dict(),
-                check(ort_holdout, torch_holdout, opts.fp32_thresholds, reference="pytorch", inputs="held-out images").as_dict(),
+                check(run_onnx(session, refs.fixed), refs.fixed_logits, refs.fp32_fixed, reference="pytorch",
+                      inputs="fixed random").as_dict(),
+                check(ort_holdout, refs.holdout_logits, refs.fp32_holdout, reference="pytorch",
+                      inputs="held-out images").as_dict(),
             ]
             report.artifacts.append(art)
+        reference_of = lambda images: run_torch(model, images)  # noqa: E731 - float logits to match
         if "onnx_int8" in planned:
             with timer.stage("onnx int8 quantization"):
-                int8 = quantize_onnx(fp32, calib, method=opts.calibration_method,
-                                     op_types=ORT_INT8_OPS[opts.ort_int8_ops])
+                stage = int8_stage("onnxruntime", fp32, calib, reference_of, opts.int8_options(),
+                                   op_types=ORT_INT8_OPS[opts.ort_int8_ops], threads=opts.threads,
+                                   calibration_method=opts.calibration_method)
+                int8 = stage.artifact
+                scope = "Conv/Gemm" if opts.ort_int8_ops == "conv" else "every op"
                 set_onnx_metadata(int8, metadata(
-                    "NCHW", "int8", f"onnxruntime static QDQ ({'Conv/Gemm' if opts.ort_int8_ops == 'conv' else 'every op'}), "
-                    f"uint8 activations and per-channel int8 weights (float: convs ORT runs slower in int8), {opts.calibration_method} calibration on {len(calib)} images"))
+                    "NCHW", "int8", f"onnxruntime static QDQ ({scope}), uint8 activations and per-channel int8 weights "
+                    f"(float: convs ORT runs slower in int8{stage_islands(stage)}), {stage.plan.ranges} ranges from "
+                    f"{len(calib)} images"))
                 onnx.save(int8, staging / names["onnx_int8"])
             with timer.stage("onnx int8 parity"):
                 art = _onnx_artifact(staging / names["onnx_int8"], int8, "int8", out_dir)
                 got = run_onnx(onnx_session(staging / names["onnx_int8"], opts.threads), holdout)
                 art.parity = [check(got, ort_holdout, opts.int8_thresholds, reference="onnxruntime fp32",
                                     inputs="held-out images").as_dict()]
+                art.int8 = stage.summary
                 if opts.per_layer:
                     art.per_layer = per_layer_error(fp32, int8, holdout[:8])
                 report.artifacts.append(art)
         if opts.format == "tflite":
             from micronet_export.tflite_export import tflite_artifacts
 
-            report.artifacts.extend(tflite_artifacts(fp32, opts, staging, out_dir, names, calib, holdout,
-                                                     torch_fixed, fixed, torch_holdout, metadata, timer))
+            stage = None
+            if opts.int8:
+                with timer.stage("tflite int8 quantization"):
+                    stage = int8_stage("tflite", fp32, calib, reference_of, opts.int8_options(), io_dtype=opts.io_dtype,
+                                       threads=opts.threads, per_layer_images=holdout[:8] if opts.per_layer else None)
+            report.artifacts.extend(tflite_artifacts(fp32, opts, staging, out_dir, names, calib, refs, metadata, timer,
+                                                     int8=stage))
         keep = [names[k] for k in planned]
         for name in keep:
             os.replace(staging / name, out_dir / name)
@@ -283,6 +336,11 @@ def export(options: ExportOptions) -> Report:
     if not report.passed and opts.fail_on_parity:
         raise ParityError("parity failed: " + "; ".join(report.failures()[:3]) + f" (see {out_dir / REPORT_MD})", report)
     return report
+
+
+def stage_islands(stage) -> str:
+    units = stage.plan.float_units
+    return f"; float islands: {', '.join(units)}" if units else ""
 
 
 def labels_for(checkpoint, num_classes: int) -> str:

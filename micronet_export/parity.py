@@ -9,7 +9,7 @@ read one definition.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -90,6 +90,26 @@ class Thresholds:
 FP32_THRESHOLDS = Thresholds(max_abs_rel=1e-4)
 FP16_THRESHOLDS = Thresholds(cosine_mean=0.99, top1_agreement=0.90)
 INT8_THRESHOLDS = Thresholds(cosine_mean=0.98, top1_agreement=0.90)
+
+
+# Float32 results of implementations that sum in different orders land within a small multiple
+# of each other's distance to the float64 result (0.3-1.5x measured across CPUs and threads).
+FLOAT32_ORDER_FACTOR = 4
+
+
+def conditioned(thresholds: Thresholds, float32_reference: np.ndarray, float64_reference: np.ndarray) -> Thresholds:
+    """``thresholds`` with ``max_abs_rel`` no tighter than what float32 itself achieves here.
+
+    On inputs where the network is chaotic (random-weight checkpoints on noise images),
+    PyTorch's own float32 logits are far from float64 (25 % for the M1 reference weights), so
+    no float32 artifact can match them to 1e-4 and the bound measures summation order, not
+    the export. The bound becomes FLOAT32_ORDER_FACTOR x that float32 error where it is larger.
+    """
+    if thresholds.max_abs_rel is None:
+        return thresholds
+    float32_error = max_abs_rel(float32_reference, float64_reference)
+    bound = max(thresholds.max_abs_rel, FLOAT32_ORDER_FACTOR * float32_error)
+    return replace(thresholds, max_abs_rel=float(f"{bound:.3g}"))
 
 
 @dataclass

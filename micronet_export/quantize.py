@@ -8,7 +8,6 @@ PyTorch module path, so a user sees which layer to keep in float or recalibrate.
 from __future__ import annotations
 
 import logging
-import re
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 import onnx
 
 from micronet_export.errors import UserError
+from micronet_export.int8.units import module_path
 from micronet_export.parity import sqnr_db
 from micronet_export.runtimes import onnx_session, run_onnx
 
@@ -65,7 +65,7 @@ def slow_int8_convs(model: onnx.ModelProto) -> list[str]:
 
 def quantize_onnx(
     fp32_model: onnx.ModelProto,
-    calibration: np.ndarray,
+    calibration: np.ndarray | None,
     *,
     method: str = "minmax",
     per_channel: bool = True,
@@ -73,12 +73,17 @@ def quantize_onnx(
     op_types: Iterable[str] | None = None,
     keep_slow_convs_float: bool = True,
     activation_type: str = "uint8",
+    range_cache: str | Path | None = None,
 ) -> onnx.ModelProto:
     """Static QDQ int8 of ``fp32_model`` calibrated on ``calibration``.
 
     Activations are uint8 (asymmetric) and weights int8 per channel: the U8S8 pairing ONNX
     Runtime's x86 kernels are built for. With int8 activations, 13 of M0's convs were left as
     DequantizeLinear + float Conv (not fused into QLinearConv) and the model ran 1.2x slower.
+
+    ``range_cache``: ORT's calibration cache (JSON of per-tensor ranges). When the file exists
+    its ranges are used and ``calibration`` is not read; otherwise ORT calibrates and writes it,
+    so later plans of the same model skip calibration (see :mod:`micronet_export.int8`).
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -86,45 +91,45 @@ def quantize_onnx(
                "entropy": CalibrationMethod.Entropy}
     if method not in methods:
         raise UserError(f"unknown calibration method {method!r}; valid: {', '.join(CALIBRATION_METHODS)}")
+    cached = range_cache is not None and Path(range_cache).is_file()
     root = logging.getLogger()
     saved_level = root.level
     # quantize_static logs "consider pre-processing" hints on the root logger.
     root.setLevel(logging.ERROR)
-    with tempfile.TemporaryDirectory(prefix="micronet-quant-") as tmp:
-        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-        onnx.save(fp32_model, src)
-        quantize_static(
-            str(src), str(dst), calibration_reader(calibration),
-            quant_format=QuantFormat.QDQ,
-            per_channel=per_channel,
-            activation_type={"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}[activation_type],
-            weight_type=QuantType.QInt8,
-            calibrate_method=methods[method],
-            nodes_to_exclude=list(nodes_to_exclude) + (slow_int8_convs(fp32_model) if keep_slow_convs_float else []),
-            op_types_to_quantize=list(op_types) if op_types else None,
-            extra_options={"CalibTensorRangeSymmetric": False, "ActivationSymmetric": False},
-        )
+    try:
+        with tempfile.TemporaryDirectory(prefix="micronet-quant-") as tmp:
+            src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+            onnx.save(fp32_model, src)
+            quantize_static(
+                str(src), str(dst), None if cached else calibration_reader(calibration),
+                quant_format=QuantFormat.QDQ,
+                per_channel=per_channel,
+                activation_type={"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}[activation_type],
+                weight_type=QuantType.QInt8,
+                calibrate_method=methods[method],
+                nodes_to_exclude=list(nodes_to_exclude) + (slow_int8_convs(fp32_model) if keep_slow_convs_float else []),
+                op_types_to_quantize=list(op_types) if op_types else None,
+                extra_options={"CalibTensorRangeSymmetric": False, "ActivationSymmetric": False},
+                calibration_cache_path=str(range_cache) if range_cache is not None else None,
+            )
+            return onnx.load(dst)
+    finally:
         root.setLevel(saved_level)
-        return onnx.load(dst)
 
 
-_SCOPE = re.compile(r"^/(.*)/[^/]+$")
+def read_range_cache(path: str | Path) -> dict[str, tuple[float, float]]:
+    from onnxruntime.quantization.calibrate import load_tensors_data
+
+    data = load_tensors_data(path)
+    return {name: tuple(float(v) for v in data[name].range_value) for name in data}
 
 
-def module_path(node_name: str) -> str | None:
-    """'/features/features.4/layers/layers.1/Max' -> 'features.4.layers.1'.
+def write_range_cache(path: str | Path, ranges: dict[str, tuple[float, float]]) -> None:
+    from onnxruntime.quantization import CalibrationMethod
+    from onnxruntime.quantization.calibrate import TensorsData, save_tensors_data
 
-    TorchScript scopes repeat the parent's name for Sequential children ('features',
-    'features.4', 'layers', 'layers.1'): a part that extends the previous one adds its suffix.
-    """
-    m = _SCOPE.match(node_name)
-    if not m:
-        return None
-    parts, prev = [], None
-    for part in (p for p in m.group(1).split("/") if p):
-        parts.append(part[len(prev) + 1:] if prev and part.startswith(prev + ".") else part)
-        prev = part
-    return ".".join(parts) or None
+    data = {name: (np.float32(low), np.float32(high)) for name, (low, high) in ranges.items()}
+    save_tensors_data(TensorsData(CalibrationMethod.MinMax, data), path)
 
 
 def module_outputs(model: onnx.ModelProto, depth: int = 3) -> dict[str, str]:

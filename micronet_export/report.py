@@ -33,6 +33,7 @@ class ArtifactReport:
     parity: list[dict] = field(default_factory=list)
     per_layer: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    int8: dict = field(default_factory=dict)  # the int8 plan search (micronet_export.int8.stage)
 
     @property
     def passed(self) -> bool:
@@ -43,7 +44,7 @@ class ArtifactReport:
             "path": self.path, "format": self.format, "precision": self.precision,
             "size_bytes": self.size_bytes, "ops": self.ops, "io": self.io, "graph": self.graph,
             "parity": self.parity, "per_layer": self.per_layer, "notes": self.notes,
-            "passed": self.passed,
+            **({"int8": self.int8} if self.int8 else {}), "passed": self.passed,
         }
 
 
@@ -131,13 +132,42 @@ def to_markdown(report: Report) -> str:
             out.append("io: `" + json.dumps(a.io) + "`")
         for note in a.notes:
             out.append(f"- {note}")
+        if a.int8:
+            out += _int8_markdown(a.int8)
         if a.per_layer:
-            out += ["", "Per-layer int8 error (SQNR of each module's output vs fp32, dB; lower is worse):", "",
-                    "| module | SQNR dB |", "|---|---:|"]
-            out += [f"| {r['module']} | {r['sqnr_db']:.1f} |" for r in a.per_layer]
+            sens = any("cosine_only_int8" in r for r in a.per_layer)
+            out += ["", "Per-layer int8 error (SQNR of each module's output vs fp32, dB; lower is worse"
+                    + ("; sensitivity: logit cosine with only that module in int8" if sens else "") + "):", "",
+                    "| module | SQNR dB |" + (" cosine, only this int8 |" if sens else ""),
+                    "|---|---:|" + ("---:|" if sens else "")]
+            out += [f"| {r['module']} | {r['sqnr_db']:.1f} |"
+                    + (f" {r['cosine_only_int8']:.4f} |" if "cosine_only_int8" in r else " - |" if sens else "")
+                    for r in a.per_layer]
     out += ["", "timings (s): " + ", ".join(f"{k} {v}" for k, v in d["timings_s"].items()),
             "", f"**{'PASSED' if report.passed else 'FAILED'}**", ""]
     return "\n".join(out)
+
+
+def _int8_markdown(int8: dict) -> list[str]:
+    """The int8 plan search: target, chosen plan, float islands and their latency, trials."""
+    target, plan = int8["target"], int8["plan"]
+    units = plan["float_units"]
+    out = ["", "int8 plan:", "",
+           f"- target: mean logit cosine >= {target['cosine_mean']:g}, top-1 agreement >= {target['top1_agreement']:g} "
+           f"on {int8['validation_images']} validation photos: {'met' if int8['target_met_on_validation'] else 'NOT met'}",
+           f"- chosen: {plan['ranges']} ranges, "
+           + (f"{len(units)} module(s) kept in float: {', '.join(units)}" if units else "every module in int8")]
+    latency = int8.get("latency_ms")
+    if latency:
+        chosen, plain = latency["chosen"], latency["plain int8"]
+        out.append(f"- latency (1 thread, p50): {chosen:.3f} ms, against {plain:.3f} ms for the plain int8 model "
+                   f"({100 * (chosen / plain - 1):+.0f} %)")
+    out += ["", "| stage | plan | cosine mean | cosine min | top-1 | meets target |", "|---|---|---:|---:|---:|---|"]
+    for t in int8["trials"]:
+        n = len(t["plan"]["float_units"])
+        out.append(f"| {t['stage']} | {t['plan']['ranges']}{f', {n} float' if n else ''} | {t['cosine_mean']:.4f} | "
+                   f"{t['cosine_min']:.4f} | {t['top1_agreement']:.3f} | {'yes' if t['met'] else 'no'} |")
+    return out
 
 
 def write_report(report: Report, folder: Path) -> tuple[Path, Path]:

@@ -39,6 +39,16 @@ def run_torch(model, batch: np.ndarray) -> np.ndarray:
         return model(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))).numpy()
 
 
+def run_torch_float64(model, batch: np.ndarray) -> np.ndarray:
+    """The same network in float64 (a copy): how far float32 itself is from exact."""
+    import copy
+
+    import torch
+
+    with torch.no_grad():
+        return copy.deepcopy(model).double()(torch.from_numpy(np.asarray(batch, dtype=np.float64))).numpy()
+
+
 RUNNER = Path(__file__).resolve().parent / "profile" / "runner.py"
 
 

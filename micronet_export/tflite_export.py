@@ -64,6 +64,65 @@ def to_nhwc(batch: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(batch.transpose(0, 2, 3, 1))
 
 
+def _converter(fp32_onnx: onnx.ModelProto, int8_friendly: bool):
+    tf = _quiet_tf()
+    lowering = Lowering.planned(fp32_onnx, int8_friendly=int8_friendly)
+    fn = tf.function(lowering.build(), input_signature=[tf.TensorSpec(lowering.input_shape_nhwc, tf.float32, name="input")],
+                     autograph=False)
+    return tf, tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], fn)
+
+
+def _run_converter(converter) -> bytes:
+    import warnings
+
+    with quiet_native_output(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "Statistics for quantized inputs were expected"
+        return converter.convert()
+
+
+def calibrate(fp32_onnx: onnx.ModelProto, calibration: np.ndarray) -> bytes:
+    """The int8 lowering as a float flatbuffer whose activation tensors carry the min/max seen
+    on ``calibration`` (NCHW float32): the input of :func:`quantize_calibrated`.
+
+    TFLiteConverter's full-int8 path is exactly these two steps (calibrate, then the MLIR
+    quantizer); splitting them lets the int8 plan change ranges and keep float islands
+    without calibrating again.
+    """
+    if calibration is None or not len(calibration):
+        raise UserError("int8 TFLite needs calibration images; pass --calibration DIR (a folder of photos)")
+    tf, converter = _converter(fp32_onnx, int8_friendly=True)
+    samples = to_nhwc(calibration)
+
+    def representative():
+        for s in samples:
+            yield [s[None]]
+
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter._experimental_calibrate_only = True  # noqa: SLF001 - the documented debugger path
+    return _run_converter(converter)
+
+
+def quantize_calibrated(calibrated: bytes, *, io_dtype: str = "int8", output_dtype: str | None = None,
+                        float_tensors: list[str] | tuple[str, ...] = ()) -> bytes:
+    """Full-integer model from a :func:`calibrate` flatbuffer. ``float_tensors`` names op
+    outputs to keep in float (the MLIR quantizer's denylist: QUANTIZE / DEQUANTIZE at the
+    island's borders, which XNNPACK runs inside the same partition)."""
+    tf = _quiet_tf()
+    from tensorflow.lite.python import convert as tf_convert
+
+    dtypes = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}
+    with quiet_native_output():
+        flatbuffer = tf_convert.mlir_quantize(
+            calibrated, input_data_type=dtypes[io_dtype], output_data_type=dtypes[output_dtype or io_dtype],
+            denylisted_nodes=list(float_tensors) or None)
+    flatbuffer, repaired = repair_degenerate_scales(flatbuffer)
+    if repaired:
+        log.info("gave %d constant-zero int8 tensor(s) a usable scale: %s", len(repaired), ", ".join(repaired[:3]))
+    return flatbuffer
+
+
 def convert(
     fp32_onnx: onnx.ModelProto,
     precision: str,
@@ -71,43 +130,17 @@ def convert(
     calibration: np.ndarray | None = None,
     io_dtype: str = "int8",
 ) -> bytes:
-    """TFLite flatbuffer of ``fp32_onnx`` at ``precision``; ``calibration`` is NCHW float32."""
+    """TFLite flatbuffer of ``fp32_onnx`` at ``precision``; ``calibration`` is NCHW float32.
+    int8 here is the plain min/max model; :mod:`micronet_export.int8` chooses better plans."""
     if precision not in PRECISIONS:
         raise UserError(f"unknown TFLite precision {precision!r}; valid: {', '.join(PRECISIONS)}")
-    tf = _quiet_tf()
-    lowering = Lowering.planned(fp32_onnx, int8_friendly=precision == "int8")
-    fn = tf.function(lowering.build(), input_signature=[tf.TensorSpec(lowering.input_shape_nhwc, tf.float32, name="input")],
-                     autograph=False)
-    concrete = fn.get_concrete_function()
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], fn)
+    if precision == "int8":
+        return quantize_calibrated(calibrate(fp32_onnx, calibration), io_dtype=io_dtype)
+    tf, converter = _converter(fp32_onnx, int8_friendly=False)
     if precision == "fp16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
-    elif precision == "int8":
-        if calibration is None or not len(calibration):
-            raise UserError("int8 TFLite needs calibration images")
-        samples = to_nhwc(calibration)
-
-        def representative():
-            for s in samples:
-                yield [s[None]]
-
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = representative
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        dtypes = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}
-        converter.inference_input_type = dtypes[io_dtype]
-        converter.inference_output_type = dtypes[io_dtype]
-    import warnings
-
-    with quiet_native_output(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "Statistics for quantized inputs were expected"
-        flatbuffer = converter.convert()
-    if precision == "int8":
-        flatbuffer, repaired = repair_degenerate_scales(flatbuffer)
-        if repaired:
-            log.info("gave %d constant-zero int8 tensor(s) a usable scale: %s", len(repaired), ", ".join(repaired[:3]))
-    return flatbuffer
+    return _run_converter(converter)
 
 
 # -- inspecting a flatbuffer ------------------------------------------------------------
@@ -180,9 +213,11 @@ def io_details(model: bytes | str | Path) -> dict:
             "output": describe(interp.get_output_details()[0])}
 
 
-def tflite_artifacts(fp32_onnx, opts, staging: Path, out_dir: Path, names: dict, calib, holdout,
-                     torch_fixed, fixed, torch_holdout, metadata, timer) -> list:
-    """Convert, inspect and parity-check the TFLite artifact of this run (export stage)."""
+def tflite_artifacts(fp32_onnx, opts, staging: Path, out_dir: Path, names: dict, calib, refs, metadata, timer,
+                     int8=None) -> list:
+    """Convert, inspect and parity-check the TFLite artifact of this run (export stage).
+    ``refs``: the run's :class:`export.References`.
+    ``int8``: the int8 stage's result (:mod:`micronet_export.int8.stage`) for an int8 run."""
     from micronet_export.parity import check
     from micronet_export.report import ArtifactReport
     from micronet_export.runtimes import run_in_runner, run_tflite
@@ -197,31 +232,44 @@ def tflite_artifacts(fp32_onnx, opts, staging: Path, out_dir: Path, names: dict,
             "fp32": "none",
             "fp16": "float16 weights, float32 compute",
             "int8": f"full integer: int8 weights (per-channel) and activations, {opts.io_dtype} input/output, "
-                    f"TFLiteConverter calibration on {len(calib)} images",
+                    f"TFLiteConverter calibration on {len(calib)} images"
+                    + (f", {int8.plan.describe()}" + (f": {', '.join(int8.plan.float_units)}" if int8.plan.float_units
+                                                       else "") if int8 is not None else ""),
         }[precision]
-        flatbuffer = convert(fp32_onnx, precision, calibration=calib, io_dtype=opts.io_dtype)
+        flatbuffer = int8.artifact if int8 is not None else convert(fp32_onnx, precision, calibration=calib,
+                                                                     io_dtype=opts.io_dtype)
         path.write_bytes(add_tflite_metadata(flatbuffer, metadata("NHWC", precision, quantization)))
     with timer.stage(f"tflite {precision} parity"):
         art = ArtifactReport(path=str(out_dir / path.name), format="tflite", precision=precision,
                              size_bytes=path.stat().st_size, ops=op_histogram(path), io=io_details(path),
                              graph=delegation(path))
-        thresholds = {"int8": opts.int8_thresholds, "fp16": opts.fp16_thresholds, "fp32": opts.fp32_thresholds}[precision]
-        litert = run_tflite(path, holdout, opts.threads)
-        art.parity.append(check(litert, torch_holdout, thresholds, reference="pytorch", inputs="held-out images (LiteRT)").as_dict())
+        thresholds = {"int8": opts.int8_thresholds, "fp16": opts.fp16_thresholds, "fp32": refs.fp32_holdout}[precision]
+        litert = run_tflite(path, refs.holdout, opts.threads)
+        art.parity.append(check(litert, refs.holdout_logits, thresholds, reference="pytorch",
+                                inputs="held-out images (LiteRT)").as_dict())
         if precision == "fp32":
-            art.parity.insert(0, check(run_tflite(path, fixed, opts.threads), torch_fixed, thresholds,
+            art.parity.insert(0, check(run_tflite(path, refs.fixed, opts.threads), refs.fixed_logits, refs.fp32_fixed,
                                        reference="pytorch", inputs="fixed random (LiteRT)").as_dict())
-        pi, info = run_in_runner(path, holdout, "tflite_runtime", opts.threads)
-        art.parity.append(check(pi, torch_holdout, thresholds, reference="pytorch",
+        pi, info = run_in_runner(path, refs.holdout, "tflite_runtime", opts.threads)
+        art.parity.append(check(pi, refs.holdout_logits, thresholds, reference="pytorch",
                                 inputs=f"held-out images (tflite-runtime {info['runtime_version']})").as_dict())
         art.graph["tflite_runtime_xnnpack_partitions"] = info.get("xnnpack_partitions")
         if precision == "int8" and info.get("xnnpack_partitions") == 0:
             art.notes.append(f"tflite-runtime {info['runtime_version']} runs this int8 model on its builtin kernels: "
                              "its pip build's XNNPACK delegate takes float models only. For XNNPACK int8 on a "
                              "Raspberry Pi, use ai-edge-litert (aarch64 wheels for Python 3.11).")
+        if int8 is not None:
+            art.int8 = int8.summary
+            art.per_layer = _with_sensitivity(int8.summary.get("per_unit_sqnr", []), int8.summary.get("sensitivity", []))
         art.graph["gather_ops"] = sum(art.ops.get(op, 0) for op in ("GATHER", "GATHER_ND"))
         art.graph["transpose_ops"] = art.ops.get("TRANSPOSE", 0)
     return [art]
+
+
+def _with_sensitivity(rows: list[dict], sensitivity: list[dict]) -> list[dict]:
+    by_unit = {s["unit"]: s for s in sensitivity}
+    return [{**r, **({"cosine_only_int8": by_unit[r["module"]]["cosine_only_int8"]} if r["module"] in by_unit else {})}
+            for r in rows]
 
 
 # Activation scales below this come from tensors that were constant zero on the calibration

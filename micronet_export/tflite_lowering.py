@@ -201,6 +201,12 @@ def _runs(src: np.ndarray) -> list[tuple[int, int]]:
     return [tuple(r) for r in runs]
 
 
+def _scope_of(node_name: str) -> str:
+    from micronet_export.int8.units import GRAPH_SCOPE, module_path
+
+    return module_path(node_name) or GRAPH_SCOPE
+
+
 def _attrs(node) -> dict:
     return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
 
@@ -478,7 +484,10 @@ class Lowering:
                     handler = getattr(self, f"_op_{node.op_type}", None)
                 if handler is None:
                     raise NotImplementedError(f"ONNX op {node.op_type} ({node.name}) is outside the MicroNet lowering")
-                outs = handler(tf, node, inputs, _attrs(node))
+                # TF op names carry the PyTorch module path, so TFLite tensor names map back to
+                # `features.6.layers.1` (per-layer error, float islands).
+                with tf.name_scope(_scope_of(node.name)):
+                    outs = handler(tf, node, inputs, _attrs(node))
                 if not isinstance(outs, list):
                     outs = [outs]
                 for name, out in zip(node.output, outs):

@@ -25,8 +25,9 @@ FP32_MAX_ABS_REL = 1e-4
 @pytest.fixture(scope="module")
 def onnx_int8_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("onnx-m0")
+    # The plain quantizer's graph (int8_fallback="none"): the accuracy control has its own tests.
     report = export(ExportOptions(variant="m0", format="onnx", int8=True, checkpoint=reference_checkpoint("m0"),
-                                  output=out, fail_on_parity=False))
+                                  output=out, fail_on_parity=False, int8_fallback="none"))
     return out, report
 
 
@@ -94,8 +95,8 @@ def test_int8_metrics_and_per_layer_error_are_reported(onnx_int8_run):
 
 def test_parity_breach_fails_with_the_failing_cell(tmp_path):
     options = ExportOptions(variant="m0", format="onnx", checkpoint=reference_checkpoint("m0"), output=tmp_path,
-                            fp32_thresholds=Thresholds(max_abs_rel=1e-12))
-    with pytest.raises(UserError, match=r"micronet_m0.onnx vs pytorch on .*max_abs_rel .* \(needs <= 1e-12\)"):
+                            fp32_thresholds=Thresholds(max_abs=1e-12))
+    with pytest.raises(UserError, match=r"micronet_m0.onnx vs pytorch on .*max_abs .* \(needs <= 1e-12\)"):
         export(options)
     assert (tmp_path / "report.json").is_file()  # the evidence stays
 
@@ -113,7 +114,7 @@ def test_no_partial_artifact_after_a_failure(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise UserError("quantizer exploded")
 
-    monkeypatch.setattr(export_mod, "quantize_onnx", broken)
+    monkeypatch.setattr(export_mod, "int8_stage", broken)
     with pytest.raises(UserError, match="quantizer exploded"):
         export(ExportOptions(variant="m0", format="onnx", int8=True, output=tmp_path))
     assert list(tmp_path.iterdir()) == []
