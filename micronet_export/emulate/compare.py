@@ -1,0 +1,61 @@
+"""Emulated ARM outputs against the same artifact on this x86 host, same runtime.
+
+int8 is judged in output quantization steps (the logits' int8 grid): ARM and x86 XNNPACK
+kernels requantize with different rounding, so a model can differ by a step here and there
+that later layers carry on. fp32 is judged like every other fp32 cell (max abs relative to the
+largest logit): only the order of float operations differs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from micronet_export.parity import FP32_THRESHOLDS, Thresholds, compare
+
+# int8: a step of rounding in each requantizing op may grow through the layers after it;
+# 16 steps (1/16 of the int8 range) is far from any answer-changing difference, which the
+# top-1 bound catches on its own. fp32 / fp16 (fp16 weights, fp32 compute): float32 round-off.
+EMULATED_INT8_THRESHOLDS = Thresholds(max_steps=16, top1_agreement=0.90)
+EMULATED_FLOAT_THRESHOLDS = FP32_THRESHOLDS
+
+
+@dataclass(frozen=True)
+class ModelIO:
+    input_shape_nchw: tuple[int, int, int, int]
+    output_scale: float | None  # set for quantized outputs
+
+    @property
+    def quantized(self) -> bool:
+        return self.output_scale is not None
+
+
+def model_io(path: str | Path) -> ModelIO:
+    from micronet_export.profile.runner import _quietly
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = _quietly(lambda: Interpreter(model_path=str(path)))
+    n, h, w, c = (int(d) for d in interp.get_input_details()[0]["shape"])
+    scale, _ = interp.get_output_details()[0]["quantization"]
+    return ModelIO((n, c, h, w), float(scale) if scale else None)
+
+
+def random_inputs(io: ModelIO, count: int = 2, seed: int = 20211011) -> np.ndarray:
+    """Seeded standard-normal images of the model's input size (NCHW float32)."""
+    _, c, h, w = io.input_shape_nchw
+    return np.random.default_rng(seed).standard_normal((count, c, h, w)).astype(np.float32)
+
+
+def emulated_vs_x86(emulated: np.ndarray, x86: np.ndarray, io: ModelIO) -> dict[str, float]:
+    metrics = compare(emulated, x86)
+    if io.quantized:
+        metrics["max_steps"] = round(metrics["max_abs"] / io.output_scale, 3)
+    return metrics
+
+
+def thresholds_for(io: ModelIO, int8: Thresholds = EMULATED_INT8_THRESHOLDS,
+                   float_: Thresholds = EMULATED_FLOAT_THRESHOLDS) -> Thresholds:
+    return int8 if io.quantized else float_
