@@ -78,7 +78,8 @@ def run_check(
 
 
 def _emulated_rows(report, variant: str, precision: str, emulated) -> list[dict]:
-    from micronet_export.emulate.cells import emulated_cells, holdout_images
+    from micronet_export.emulate.cells import emulated_cells
+    from micronet_export.emulate.compare import holdout_images
 
     holdout = holdout_images(report.calibration["dir"], report.input_size)
     art = next(a for a in report.artifacts if a.format == "tflite")

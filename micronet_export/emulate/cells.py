@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from micronet_export.emulate.compare import (EMULATED_FLOAT_THRESHOLDS, EMULATED_INT8_THRESHOLDS, emulated_vs_x86,
-                                             model_io, thresholds_for)
+                                             holdout_images, model_io, thresholds_for)
 from micronet_export.emulate.cores import Core
 from micronet_export.emulate.environment import Environment, prepare
 from micronet_export.emulate.qemu import RUNTIMES, run_emulated
@@ -25,15 +25,6 @@ class EmulatedCheck:
     int8: Thresholds = EMULATED_INT8_THRESHOLDS
     float_: Thresholds = EMULATED_FLOAT_THRESHOLDS
     runtimes: tuple[str, ...] = RUNTIMES
-
-
-def holdout_images(calibration_dir: str | Path, input_size: int) -> np.ndarray:
-    """The images the export held out of calibration (same loader, same split)."""
-    from micronet_export.export import MIN_CALIBRATION_IMAGES, split_calibration
-    from micronet_export.images import load_folder
-
-    images = load_folder(Path(calibration_dir), input_size=input_size, min_images=MIN_CALIBRATION_IMAGES)
-    return split_calibration(images.arrays)[1]
 
 
 def emulated_cells(artifact: Path, variant: str, precision: str, holdout: np.ndarray, spec: EmulatedCheck,

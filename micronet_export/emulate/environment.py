@@ -40,6 +40,8 @@ PLUGIN_SOURCES = Path(__file__).resolve().parent / "plugin"
 PLUGIN_LIBRARY = "libinsn_count.so"
 QEMU_PACKAGES = ("qemu-user", "qemu-user-static")
 LAYOUT_VERSION = "1"
+# A build folder this old was left by a killed preparation (a live one takes minutes).
+STALE_BUILD_S = 6 * 3600
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,7 @@ def environment_key(qemu_version: str) -> str:
     for part in (LAYOUT_VERSION, qemu_version, *debian.ARM64_PACKAGES, *RUNTIME_REQUIREMENTS,
                  *(f"{c.name}:{c.midr:x}:{c.features}" for c in CORES.values())):
         digest.update(part.encode() + b"\0")
-    for source in sorted(PLUGIN_SOURCES.iterdir()):
+    for source in sorted(PLUGIN_SOURCES.glob("*.[ch]")):
         digest.update(source.read_bytes())
     return digest.hexdigest()[:16]
 
@@ -96,6 +98,7 @@ def prepare(progress: bool | None = None) -> Environment:
     if (final / "manifest.json").is_file():
         return Environment(final, qemu, qemu_version)
     final.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_builds(final.parent)
     line = ProgressLine(sys.stderr.isatty() if progress is None else progress, total=6)
     building = Path(tempfile.mkdtemp(prefix=".emu-building-", dir=final.parent))
     try:
@@ -114,6 +117,17 @@ def prepare(progress: bool | None = None) -> Environment:
     finally:
         shutil.rmtree(building, ignore_errors=True)
     return Environment(final, qemu, qemu_version)
+
+
+def _remove_stale_builds(parent: Path) -> None:
+    import time
+
+    for folder in parent.glob(".emu-building-*"):
+        try:
+            if time.time() - folder.stat().st_mtime > STALE_BUILD_S:
+                shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            continue
 
 
 def _build(env: Environment, work: Path, line: ProgressLine) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from micronet_export.emulate.compare import emulated_vs_x86, model_io, random_inputs, thresholds_for
+from micronet_export.emulate.compare import emulated_vs_x86, model_io, parity_images, thresholds_for
 from micronet_export.emulate.cores import Core
 from micronet_export.emulate.environment import Environment, prepare
 from micronet_export.emulate.qemu import DEFAULT_COUNTED_INVOKES, RUNTIMES, EmulatedRun, run_emulated
@@ -27,7 +27,7 @@ def profile_core(artifacts: list[Path], core: Core, *, runtimes=RUNTIMES, runs: 
     records = []
     for artifact in artifacts:
         io = model_io(artifact)
-        inputs = random_inputs(io)
+        inputs = parity_images(io)
         for runtime in runtimes:
             x86, _ = run_in_runner(artifact, inputs, runtime)
             run = run_emulated(env, core, artifact, runtime, inputs=inputs, counted_invokes=counted_invokes,
@@ -52,7 +52,7 @@ def emulated_record(run: EmulatedRun, env: Environment, parity_metrics: dict, pa
         "i8mm_per_invoke": per_invoke.get("i8mm"),
         "fmla_per_invoke": per_invoke.get("fmla"),
         "int_widening_mul_per_invoke": per_invoke.get("int_widening_mul"),
-        "parity_vs_x86": {"reference": f"x86 {run.runtime}", "inputs": f"{len(run.outputs)} seeded random images",
+        "parity_vs_x86": {"reference": f"x86 {run.runtime}", "inputs": f"{len(run.outputs)} held-out calibration photos",
                           "metrics": parity_metrics, "passed": not parity_failures, "failures": parity_failures},
         "emulated": {"core": run.core.name, "midr": f"0x{run.core.midr:08x}", "dot_product": run.core.dot_product,
                      "i8mm": run.core.i8mm, "qemu": env.qemu_version, "counted_invokes": run.counted_invokes,
