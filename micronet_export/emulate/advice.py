@@ -9,11 +9,15 @@ so a ratio near 1 is a tie, not a verdict.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from micronet_export.emulate.cores import Core
+from micronet_export.errors import UserError
+
+log = logging.getLogger(__name__)
 
 DECIDING_RUNTIME = "litert"
 # Below this int8/fp32 instruction ratio int8 is the answer; at or above it fp32 is (int8 is
@@ -69,6 +73,20 @@ def add_core_answers(report, opts, fp32_onnx, calibration, out_dir: Path) -> Non
     """The export hook: fp32 and int8 TFLite of this run's model (the one this run did not
     write is converted into a temporary folder) → ``report.emulation``."""
     from micronet_export.emulate.cores import parse_cores
+
+    try:
+        answers = _answers_for_export(report, opts, fp32_onnx, calibration, out_dir, parse_cores(opts.emulate))
+    except UserError as exc:
+        # The artifacts are in place by now: an emulation problem must not cost the report.
+        log.warning("warning: emulation: %s", exc)
+        report.emulation = {"error": str(exc)}
+        return
+    report.emulation = {"answers": [a.as_dict() for a in answers],
+                        "note": "steady-state guest instructions per invoke under qemu-user (1 thread); "
+                                "instructions are not cycles"}
+
+
+def _answers_for_export(report, opts, fp32_onnx, calibration, out_dir: Path, cores: list[Core]) -> list[CoreAnswer]:
     from micronet_export.export import artifact_names
     from micronet_export.tflite_export import convert
 
@@ -82,13 +100,12 @@ def add_core_answers(report, opts, fp32_onnx, calibration, out_dir: Path) -> Non
             else:
                 paths[precision] = Path(tmp) / names[key]
                 paths[precision].write_bytes(convert(fp32_onnx, precision, calibration=calibration, io_dtype=opts.io_dtype))
-        answers = core_answers(paths["fp32"], paths["int8"], parse_cores(opts.emulate))
-    report.emulation = {"answers": [a.as_dict() for a in answers],
-                        "note": "steady-state guest instructions per invoke under qemu-user (1 thread); "
-                                "instructions are not cycles"}
+        return core_answers(paths["fp32"], paths["int8"], cores)
 
 
 def format_markdown(emulation: dict) -> list[str]:
+    if "error" in emulation:
+        return ["", "## fp32 or int8, per ARM core (emulated)", "", f"not measured: {emulation['error']}"]
     out = ["", "## fp32 or int8, per ARM core (emulated)", "",
            "| core | LiteRT fp32 M instr | LiteRT int8 M instr | int8/fp32 | SDOT per invoke | "
            "tflite-runtime fp32 / int8 M instr | ship |", "|---|---:|---:|---:|---:|---:|---|"]
