@@ -1,8 +1,9 @@
 """``micronet-export check``: the parity matrix as a CI gate.
 
 Exports every requested (variant, format, precision) with the normal pipeline, collects every
-parity cell (PyTorch ↔ ONNX Runtime ↔ LiteRT / tflite-runtime), prints one table, writes JUnit
-XML on request, and fails when any cell breaches its threshold.
+parity cell (PyTorch ↔ ONNX Runtime ↔ LiteRT / tflite-runtime; with ``emulated``, each TFLite
+artifact on emulated ARM cores vs x86), prints one table, writes JUnit XML on request, and fails
+when any cell breaches its threshold.
 """
 
 from __future__ import annotations
@@ -43,8 +44,12 @@ def plan(variants, formats, precisions) -> list[tuple[str, str, str]]:
 def run_check(
     variants="m0", formats="onnx,tflite", precisions="fp32,int8", *,
     checkpoints: dict[str, str] | None = None, base: ExportOptions | None = None, output: str | Path | None = None,
+    emulated=None,
 ) -> list[dict]:
-    """One row per parity cell: variant, artifact, precision, reference, inputs, metrics, passed."""
+    """One row per parity cell: variant, artifact, precision, reference, inputs, metrics, passed.
+
+    ``emulated`` (an :class:`micronet_export.emulate.cells.EmulatedCheck`) adds the emulated
+    ARM cells of every TFLite artifact."""
     base = base or ExportOptions()
     checkpoints = checkpoints or {}
     rows = []
@@ -67,7 +72,19 @@ def run_check(
                                  "precision": art.precision, "reference": cell["reference"], "inputs": cell["inputs"],
                                  "metrics": cell["metrics"], "thresholds": cell["thresholds"],
                                  "failures": cell["failures"], "passed": cell["passed"]})
+            if emulated is not None and fmt == "tflite":
+                rows += _emulated_rows(report, variant, precision, emulated)
     return rows
+
+
+def _emulated_rows(report, variant: str, precision: str, emulated) -> list[dict]:
+    from micronet_export.emulate.cells import emulated_cells
+    from micronet_export.emulate.compare import holdout_images
+
+    holdout = holdout_images(report.calibration["dir"], report.input_size)
+    art = next(a for a in report.artifacts if a.format == "tflite")
+    log.info("check %s tflite %s on emulated %s", variant, precision, ", ".join(c.name for c in emulated.cores))
+    return emulated_cells(Path(art.path), variant, precision, holdout, emulated)
 
 
 def format_rows(rows: list[dict]) -> str:
@@ -76,11 +93,13 @@ def format_rows(rows: list[dict]) -> str:
     def f(v):
         return f"{v:.3g}" if isinstance(v, float) and abs(v) < 1e-2 and v else f"{v:.4f}" if isinstance(v, float) else str(v)
 
+    steps = any("max_steps" in r["metrics"] for r in rows)  # int8 cells vs emulated ARM
     table = [[r["variant"], r["artifact"], r["precision"], f"{r['reference']} / {r['inputs']}",
               f(r["metrics"]["max_abs_rel"]), f(r["metrics"]["cosine_mean"]), f(r["metrics"]["top1_agreement"]),
+              *([f(r["metrics"].get("max_steps", "-"))] if steps else []),
               "PASS" if r["passed"] else "FAIL: " + "; ".join(r["failures"])] for r in rows]
     return format_table(["variant", "artifact", "precision", "reference / inputs", "max_abs_rel", "cosine_mean",
-                         "top1_agreement", "result"], table)
+                         "top1_agreement", *(["max_steps"] if steps else []), "result"], table)
 
 
 def write_junit(rows: list[dict], path: str | Path) -> Path:

@@ -48,6 +48,16 @@ def _thresholds(base, **overrides):
     return replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
 
+def _export_emulation(args) -> tuple[str, ...]:
+    if not args.emulate:
+        return ()
+    from micronet_export.emulate.cores import parse_cores
+
+    if args.format != "tflite":
+        raise UserError("--emulate answers fp32 vs int8 for TFLite on ARM: use it with --format tflite")
+    return tuple(c.name for c in parse_cores(args.emulate))
+
+
 def _export(argv: list[str]) -> int:
     from micronet_export.export import FORMATS, ExportOptions, export
     from micronet_export.parity import FP16_THRESHOLDS, FP32_THRESHOLDS, INT8_THRESHOLDS
@@ -92,7 +102,10 @@ def _export(argv: list[str]) -> int:
     p.add_argument("--int8-min-cosine", type=float, help=f"mean logit cosine, default {INT8_THRESHOLDS.cosine_mean}")
     p.add_argument("--int8-min-top1", type=float, help=f"top-1 agreement, default {INT8_THRESHOLDS.top1_agreement}")
     p.add_argument("--json", action="store_true", help="print the report JSON instead of the table")
+    p.add_argument("--emulate", metavar="CORE[,CORE]", help="add a per-core fp32-vs-int8 answer to the report "
+                   "(TFLite: instructions per invoke on emulated ARM cores, cortex-a53/a72/a76, neoverse-n1)")
     args = p.parse_args(argv)
+    emulate = _export_emulation(args)
     # Stage progress on a terminal only: piped stderr (CI, tests) carries warnings and errors.
     logging.getLogger().setLevel(logging.INFO if sys.stderr.isatty() and not args.json else logging.WARNING)
     options = ExportOptions(
@@ -107,6 +120,7 @@ def _export(argv: list[str]) -> int:
         fp32_thresholds=_thresholds(FP32_THRESHOLDS, max_abs_rel=args.fp32_max_abs_rel),
         int8_thresholds=_thresholds(INT8_THRESHOLDS, cosine_mean=args.int8_min_cosine, top1_agreement=args.int8_min_top1),
         fp16_thresholds=FP16_THRESHOLDS, progress=sys.stderr.isatty() and not args.json, threads=args.threads,
+        emulate=emulate,
     )
     try:
         report, error = export(options), None
@@ -156,6 +170,16 @@ def _evaluate(argv: list[str]) -> int:
     return 0
 
 
+def _emulated_runtimes(text: str) -> tuple[str, ...]:
+    from micronet_export.emulate.qemu import RUNTIMES
+
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    bad = [n for n in names if n not in RUNTIMES]
+    if bad or not names:
+        raise UserError(f"unknown --emu-runtimes {', '.join(bad) or '(none)'}; valid: {', '.join(RUNTIMES)}")
+    return names
+
+
 def _profile(argv: list[str]) -> int:
     from micronet_export.profile import ProfileOptions, format_profile, plot_profile, profile
 
@@ -164,7 +188,9 @@ def _profile(argv: list[str]) -> int:
     p.add_argument("--threads", default="1", help="comma-separated thread counts, e.g. 1,2,4")
     p.add_argument("--runs", type=int, default=100)
     p.add_argument("--warmup", type=int, default=10)
-    p.add_argument("--target", default="local", help="local | adb[:SERIAL] | ssh:[USER@]HOST[:PORT]")
+    p.add_argument("--target", default="local", help="local | adb[:SERIAL] | ssh:[USER@]HOST[:PORT] | emu:CORE "
+                   "(qemu-user: cortex-a53, cortex-a72, cortex-a76, neoverse-n1; instruction counts, parity vs x86)")
+    p.add_argument("--emu-runtimes", default="litert,tflite_runtime", help="runtimes an emu: target runs")
     p.add_argument("--no-xnnpack", action="store_true", help="TFLite default kernels instead of XNNPACK")
     p.add_argument("--cpus", help="pin to CPUs (local/ssh), e.g. 0")
     p.add_argument("--benchmark-binary", help="TFLite benchmark_model binary (pushed over adb; run locally if given)")
@@ -181,7 +207,8 @@ def _profile(argv: list[str]) -> int:
         raise UserError(f"--threads takes comma-separated integers, got {args.threads!r}") from None
     opts = ProfileOptions(threads=threads, runs=args.runs, warmup=args.warmup, xnnpack=not args.no_xnnpack,
                           cpus=args.cpus, benchmark_binary=args.benchmark_binary, identity=args.identity,
-                          known_hosts=args.known_hosts, ssh_options=args.ssh_option, remote_python=args.remote_python)
+                          known_hosts=args.known_hosts, ssh_options=args.ssh_option, remote_python=args.remote_python,
+                          emulated_runtimes=_emulated_runtimes(args.emu_runtimes))
     results = profile(args.artifacts, args.target, opts)
     if args.plot:
         plot_profile(results, args.plot)
@@ -192,6 +219,32 @@ def _profile(argv: list[str]) -> int:
         if args.plot:
             print(f"plot: {args.plot}")
     return 0
+
+
+def _emulation_check_args(p: argparse.ArgumentParser) -> None:
+    from micronet_export.emulate.compare import EMULATED_FLOAT_THRESHOLDS, EMULATED_INT8_THRESHOLDS
+
+    p.add_argument("--emulate", metavar="CORE[,CORE]", help="also compare each TFLite artifact on these emulated "
+                   "ARM cores (qemu-user) with x86: cortex-a53, cortex-a72, cortex-a76, neoverse-n1")
+    p.add_argument("--emu-int8-max-steps", type=float,
+                   help=f"int8 vs x86, output steps, default {EMULATED_INT8_THRESHOLDS.max_steps:g}")
+    p.add_argument("--emu-int8-min-top1", type=float,
+                   help=f"int8 vs x86 top-1 agreement, default {EMULATED_INT8_THRESHOLDS.top1_agreement}")
+    p.add_argument("--emu-float-max-abs-rel", type=float,
+                   help=f"fp32/fp16 vs x86, default {EMULATED_FLOAT_THRESHOLDS.max_abs_rel}")
+
+
+def _emulated_check(args):
+    if not args.emulate:
+        return None
+    from micronet_export.emulate.cells import EmulatedCheck
+    from micronet_export.emulate.compare import EMULATED_FLOAT_THRESHOLDS, EMULATED_INT8_THRESHOLDS
+    from micronet_export.emulate.cores import parse_cores
+
+    return EmulatedCheck(
+        cores=tuple(parse_cores(args.emulate)),
+        int8=_thresholds(EMULATED_INT8_THRESHOLDS, max_steps=args.emu_int8_max_steps, top1_agreement=args.emu_int8_min_top1),
+        float_=_thresholds(EMULATED_FLOAT_THRESHOLDS, max_abs_rel=args.emu_float_max_abs_rel))
 
 
 def _check(argv: list[str]) -> int:
@@ -216,7 +269,9 @@ def _check(argv: list[str]) -> int:
     p.add_argument("--int8-min-top1", type=float, help=f"default {INT8_THRESHOLDS.top1_agreement}")
     p.add_argument("--junit", help="write JUnit XML here")
     p.add_argument("--json", action="store_true")
+    _emulation_check_args(p)
     args = p.parse_args(argv)
+    emulated = _emulated_check(args)
     checkpoints, default_ckpt = {}, None
     for item in args.checkpoint:
         variant, sep, path = item.partition("=")
@@ -231,7 +286,8 @@ def _check(argv: list[str]) -> int:
         int8_thresholds=_thresholds(INT8_THRESHOLDS, cosine_mean=args.int8_min_cosine, top1_agreement=args.int8_min_top1),
     )
     logging.getLogger().setLevel(logging.INFO if sys.stderr.isatty() and not args.json else logging.WARNING)
-    rows = run_check(args.variants, args.formats, args.precisions, checkpoints=checkpoints, base=base, output=args.output)
+    rows = run_check(args.variants, args.formats, args.precisions, checkpoints=checkpoints, base=base, output=args.output,
+                     emulated=emulated)
     if args.junit:
         write_junit(rows, args.junit)
     failed = [r for r in rows if not r["passed"]]

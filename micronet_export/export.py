@@ -117,6 +117,8 @@ class ExportOptions:
     int8_thresholds: Thresholds = INT8_THRESHOLDS
     progress: bool = False
     threads: int = 1
+    # Emulated ARM cores for the report's per-core fp32-vs-int8 answer (micronet_export.emulate).
+    emulate: tuple[str, ...] = ()
 
     def normalized(self) -> "ExportOptions":
         variant = get_variant(self.variant).name
@@ -329,6 +331,11 @@ def export(options: ExportOptions) -> Report:
         keep = [names[k] for k in planned]
         for name in keep:
             os.replace(staging / name, out_dir / name)
+        if opts.emulate and opts.format == "tflite":
+            from micronet_export.emulate.advice import add_core_answers
+
+            with timer.stage("emulated arm answers"):
+                add_core_answers(report, opts, fp32, calib, out_dir)
         report.timings_s = timer.timings
         write_report(report, out_dir)
     finally:

@@ -59,11 +59,14 @@ def compare(test: np.ndarray, ref: np.ndarray) -> dict[str, float]:
 class Thresholds:
     """A bound per metric; ``None`` means the metric is reported but not gated.
 
-    ``max_abs`` and ``max_abs_rel`` are upper bounds, every other metric a lower bound.
+    ``max_abs``, ``max_abs_rel`` and ``max_steps`` are upper bounds, every other metric a lower
+    bound.
     """
 
     max_abs: float | None = None
     max_abs_rel: float | None = None
+    # max_abs in output quantization steps (int8 vs int8 of the same model, e.g. ARM vs x86)
+    max_steps: float | None = None
     cosine_mean: float | None = None
     cosine_min: float | None = None
     top1_agreement: float | None = None
@@ -76,7 +79,7 @@ class Thresholds:
         bad = []
         for name, bound in self.as_dict().items():
             value = metrics[name]
-            upper = name.startswith("max_abs")
+            upper = name.startswith("max_")
             ok = value <= bound if upper else value >= bound
             if not ok:
                 op = "<=" if upper else ">="

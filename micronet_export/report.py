@@ -56,6 +56,8 @@ class Report:
     calibration: dict = field(default_factory=dict)
     artifacts: list[ArtifactReport] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
+    # Per-core fp32-vs-int8 answer from emulated ARM (export --emulate); empty otherwise.
+    emulation: dict = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -79,6 +81,7 @@ class Report:
             "artifacts": [a.as_dict() for a in self.artifacts],
             "timings_s": {k: round(v, 3) for k, v in self.timings_s.items()},
             "passed": self.passed,
+            **({"emulation": self.emulation} if self.emulation else {}),
         }
 
 
@@ -143,6 +146,10 @@ def to_markdown(report: Report) -> str:
             out += [f"| {r['module']} | {r['sqnr_db']:.1f} |"
                     + (f" {r['cosine_only_int8']:.4f} |" if "cosine_only_int8" in r else " - |" if sens else "")
                     for r in a.per_layer]
+    if report.emulation:
+        from micronet_export.emulate.advice import format_markdown
+
+        out += format_markdown(report.emulation)
     out += ["", "timings (s): " + ", ".join(f"{k} {v}" for k, v in d["timings_s"].items()),
             "", f"**{'PASSED' if report.passed else 'FAILED'}**", ""]
     return "\n".join(out)

@@ -93,3 +93,11 @@ def test_runner_entrypoint_matches_its_cli():
 
     assert "--runtime" in Path(runner.__file__).read_text()
     assert "tflite_runtime" in runner.RUNTIMES
+
+
+def test_emulated_pi_runs_what_the_pi_image_installs():
+    from micronet_export.emulate.environment import RUNTIME_REQUIREMENTS
+
+    assert sorted(pip_requirements(DOCKERFILES[1])) == sorted(RUNTIME_REQUIREMENTS)
+    copies = [rest for op, rest in instructions(DOCKERFILES[1]) if op == "COPY"]
+    assert any(c.split()[0] == "micronet_export/profile/runner.py" for c in copies)

@@ -1,4 +1,5 @@
-"""Latency profiling of exported artifacts: local, Android (adb), boards (ssh).
+"""Latency profiling of exported artifacts: local, Android (adb), boards (ssh), and instruction
+counts on emulated ARM cores (emu:CORE).
 
 :func:`profile` returns one record per (artifact, thread count); :func:`format_profile` and
 :func:`plot_profile` turn them into a table and a PNG.
@@ -9,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from micronet_export.errors import UserError
-from micronet_export.profile.targets import AdbTarget, ProfileOptions, SshTarget, parse_target, profile_local
+from micronet_export.profile.targets import (AdbTarget, ProfileOptions, SshTarget, parse_target, profile_emulated,
+                                             profile_local)
 
 __all__ = ["ProfileOptions", "profile", "format_profile", "plot_profile"]
 
@@ -33,6 +35,8 @@ def profile(artifacts: list[str | Path], target: str = "local", options: Profile
     kind, params = parse_target(target)
     if kind == "local":
         return [profile_local(p, t, opts) for p in paths for t in opts.threads]
+    if kind == "emu":
+        return profile_emulated(paths, params["core"], opts.threads, opts)
     if kind == "ssh":
         return SshTarget(params["user"], params["host"], params["port"], opts).profile(paths, opts.threads)
     return AdbTarget(params["serial"], opts).profile(paths, opts.threads)
@@ -45,6 +49,10 @@ def _ms(v) -> str:
 def format_profile(results: list[dict], top_ops: int = 8) -> str:
     from micronet_export.report import format_table
 
+    if results and all(r.get("emulated") for r in results):
+        from micronet_export.emulate.profiling import format_emulated
+
+        return format_emulated(results)
     rows = []
     for r in results:
         lat = r.get("latency_ms") or {}
@@ -76,6 +84,10 @@ def plot_profile(results: list[dict], path: str | Path, top_ops: int = 12) -> Pa
     import matplotlib.pyplot as plt
 
     path = Path(path)
+    if results and all(r.get("emulated") for r in results):
+        from micronet_export.emulate.profiling import plot_emulated
+
+        return plot_emulated(results, path)
     with_ops = next((r for r in results if r.get("ops")), None)
     fig, axes = plt.subplots(1, 2 if with_ops else 1, figsize=(13 if with_ops else 7, 4.8), squeeze=False)
     ax = axes[0][0]

@@ -6,6 +6,7 @@ share a process with TensorFlow (tflite-runtime). It never imports micronet_expo
 
     python3 runner.py MODEL [--runtime auto|litert|tflite_runtime|onnxruntime] [--inputs X.npy]
                       [--outputs Y.npy] [--threads N] [--runs N] [--warmup N] [--no-xnnpack]
+                      [--marker-invokes N]
 
 Inputs are float32 NCHW batches (the project's preprocessing); layout changes and int8 I/O
 quantization happen here. Prints one JSON object on stdout.
@@ -25,6 +26,11 @@ import time
 import numpy as np
 
 RUNTIMES = ("litert", "tflite_runtime", "onnxruntime")
+# Marker for micronet-export's instruction-counting qemu plugin (emulate/plugin/insn_count.c):
+# getpid() with extra arguments, which the kernel ignores and the plugin watches for.
+AARCH64_SYS_GETPID = 172
+MARKER_MAGIC = 0x4D4E4554
+MARKER_OPEN, MARKER_CLOSE = 1, 2
 
 
 def _tflite_interpreter(runtime: str, model: str, threads: int, xnnpack: bool):
@@ -127,6 +133,19 @@ class OnnxModel:
         return sorted(rows, key=lambda r: -r["ms"])
 
 
+def counted_invokes(model, count: int) -> None:
+    """``count`` invokes between the two marker calls (aarch64 Linux only)."""
+    if platform.machine() != "aarch64":
+        raise SystemExit("error: --marker-invokes marks the loop for the aarch64 emulator's plugin; run it on aarch64")
+    import ctypes
+
+    syscall = ctypes.CDLL(None, use_errno=True).syscall
+    syscall(AARCH64_SYS_GETPID, MARKER_MAGIC, MARKER_OPEN)
+    for _ in range(count):
+        model.invoke()
+    syscall(AARCH64_SYS_GETPID, MARKER_MAGIC, MARKER_CLOSE)
+
+
 def pick_runtime(model: str, requested: str) -> str:
     if model.endswith(".onnx"):
         return "onnxruntime"
@@ -173,6 +192,8 @@ def main(argv=None) -> int:
     p.add_argument("--no-xnnpack", action="store_true")
     p.add_argument("--cpus", help="pin to these CPUs, e.g. 0 or 0,1 (Linux)")
     p.add_argument("--profile-ops", action="store_true", help="per-op times (ONNX Runtime's profiler)")
+    p.add_argument("--marker-invokes", type=int, default=0,
+                   help="after the timed runs, N more invokes between marker calls for an emulator's counting plugin")
     args = p.parse_args(argv)
     if args.cpus:
         os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
@@ -211,6 +232,9 @@ def main(argv=None) -> int:
             start = time.perf_counter()
             model.invoke()
             times.append((time.perf_counter() - start) * 1e3)
+    if args.marker_invokes > 0:
+        model.set_input(inputs[0])
+        counted_invokes(model, args.marker_invokes)
     result = {
         "runner": "micronet_export.profile.runner",
         "model": os.path.basename(args.model),
@@ -232,6 +256,7 @@ def main(argv=None) -> int:
         "numpy": np.__version__,
         "init_ms": round(init_ms, 3),
         "runs": len(times),
+        "marker_invokes": args.marker_invokes,
         "samples": int(len(inputs)),
         "cpu": cpu_model(),
         "cpus": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,

@@ -1,4 +1,5 @@
-"""Where a profile runs: this machine, an Android device over adb, a board over ssh.
+"""Where a profile runs: this machine, an Android device over adb, a board over ssh, or an
+emulated ARM core (qemu-user, instruction counts; see micronet_export/emulate).
 
 Every target returns the same record per (artifact, thread count): latency percentiles in ms,
 init time, peak RSS, model size, runtime and its version, the device, and per-op times when
@@ -36,11 +37,18 @@ class ProfileOptions:
     ssh_options: list[str] = field(default_factory=list)
     remote_python: str = "python3"
     timeout: float = 600.0
+    emulated_runtimes: tuple[str, ...] = ("litert", "tflite_runtime")
 
 
 def parse_target(target: str) -> tuple[str, dict]:
     if target in ("local", ""):
         return "local", {}
+    if target.startswith("emu:") or target == "emu":
+        from micronet_export.emulate.cores import CORES, get_core
+
+        if not target[4:]:
+            raise UserError(f"emu target needs a core: emu:CORE with CORE one of {', '.join(CORES)}")
+        return "emu", {"core": get_core(target[4:]).name}
     if target == "adb" or target.startswith("adb:"):
         return "adb", {"serial": target[4:] or None}
     if target.startswith("ssh:"):
@@ -55,7 +63,7 @@ def parse_target(target: str) -> tuple[str, dict]:
                 raise UserError(f"bad ssh port {port_text!r} in {target!r}")
             port = int(port_text)
         return "ssh", {"user": user or None, "host": host, "port": port}
-    raise UserError(f"unknown target {target!r}; use local, adb[:SERIAL] or ssh:[USER@]HOST[:PORT]")
+    raise UserError(f"unknown target {target!r}; use local, adb[:SERIAL], ssh:[USER@]HOST[:PORT] or emu:CORE")
 
 
 def _runner_args(model: str, threads: int, opts: ProfileOptions) -> list[str]:
@@ -106,6 +114,21 @@ def run_benchmark_model_local(artifact: Path, threads: int, opts: ProfileOptions
     if proc.returncode != 0:
         raise UserError(f"benchmark_model failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
     return parse_benchmark_output(proc.stdout + "\n" + proc.stderr)
+
+
+# -- emulated aarch64 -------------------------------------------------------------------
+
+def profile_emulated(artifacts: list[Path], core_name: str, threads_list: list[int], opts: ProfileOptions) -> list[dict]:
+    """The runner under qemu-user as ``core_name``, on LiteRT and tflite-runtime."""
+    from micronet_export.emulate.cores import get_core
+    from micronet_export.emulate.profiling import profile_core
+
+    if threads_list != [1]:
+        raise UserError("emulated targets count the instructions of one thread: use --threads 1")
+    if not opts.xnnpack:
+        raise UserError("emulated targets profile the runtimes as shipped (XNNPACK on); drop --no-xnnpack")
+    return profile_core(artifacts, get_core(core_name), runtimes=opts.emulated_runtimes, runs=opts.runs,
+                        warmup=opts.warmup)
 
 
 # -- ssh --------------------------------------------------------------------------------
