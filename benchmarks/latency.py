@@ -40,26 +40,10 @@ from micronet_export.images import DEFAULT_CALIBRATION_DIR, load_folder  # noqa:
 from micronet_export.onnx_export import export_onnx, summarize_graph, to_onnx_model  # noqa: E402
 from micronet_export.profile import ProfileOptions, plot_profile  # noqa: E402
 from micronet_export.profile.targets import profile_local  # noqa: E402
+from micronet_export.model.random_weights import realistic_weights  # noqa: E402
 from micronet_export.quantize import quantize_onnx  # noqa: E402
 from micronet_export.report import format_table  # noqa: E402
 from micronet_export.tflite_export import convert, delegation, op_histogram  # noqa: E402
-
-
-def realistic_weights(model, images: np.ndarray, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.Linear):
-                m.weight.normal_(0, 0.2, generator=g)
-                m.bias.normal_(0, 0.05, generator=g)
-            elif isinstance(m, (torch.nn.BatchNorm2d, torch.nn.BatchNorm1d)):
-                m.weight.uniform_(0.7, 1.3, generator=g)
-                m.bias.normal_(0, 0.1, generator=g)
-                m.reset_running_stats()
-                m.momentum = None
-        model.train()
-        model(torch.from_numpy(images))
-    return model.eval()
 
 
 def onnx2tf_convert(python: str, onnx_path: Path, out_dir: Path, calib: np.ndarray, int8: bool) -> Path | None:

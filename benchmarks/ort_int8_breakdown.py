@@ -29,7 +29,7 @@ import onnx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from latency import realistic_weights  # noqa: E402
+from micronet_export.model.random_weights import realistic_weights  # noqa: E402
 
 from micronet_export import create_model  # noqa: E402
 from micronet_export.export import ORT_INT8_OPS  # noqa: E402

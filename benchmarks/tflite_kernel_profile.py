@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from latency import realistic_weights  # noqa: E402
+from micronet_export.model.random_weights import realistic_weights  # noqa: E402
 
 from micronet_export import create_model  # noqa: E402
 from micronet_export.images import DEFAULT_CALIBRATION_DIR, load_folder  # noqa: E402

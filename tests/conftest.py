@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from micronet_export.model.random_weights import randomize, recalibrate_bn  # noqa: F401 - fixtures' helpers
+
 REFERENCE = Path(__file__).parent / "data" / "reference"
 VARIANTS = ("m0", "m1", "m2", "m3")
 REFERENCE_VARIANTS = ("m0", "m1")
@@ -35,34 +37,3 @@ def reference_logits(variant: str) -> torch.Tensor:
 
 def rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm())
-
-
-def randomize(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Non-degenerate random weights, so that every path matters (eval mode)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.Conv2d):
-                m.weight.normal_(0, (2.0 / (m.weight[0].numel())) ** 0.5, generator=g)
-            elif isinstance(m, torch.nn.Linear):
-                m.weight.normal_(0, 0.2, generator=g)
-                m.bias.normal_(0, 0.05, generator=g)
-            elif isinstance(m, (torch.nn.BatchNorm2d, torch.nn.BatchNorm1d)):
-                m.weight.uniform_(0.7, 1.3, generator=g)
-                m.bias.normal_(0, 0.1, generator=g)
-                m.running_mean.normal_(0, 0.1, generator=g)
-                m.running_var.uniform_(0.5, 2.0, generator=g)
-    return model
-
-
-def recalibrate_bn(model: torch.nn.Module, images) -> torch.nn.Module:
-    """BatchNorm statistics re-estimated on ``images`` (cumulative average, one batch), so
-    random weights give normalised, well-conditioned activations."""
-    for m in model.modules():
-        if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.BatchNorm1d)):
-            m.reset_running_stats()
-            m.momentum = None
-    model.train()
-    with torch.no_grad():
-        model(torch.as_tensor(images))
-    return model.eval()

@@ -88,7 +88,8 @@ def relative_errors(stats: TensorStats, lows: np.ndarray, highs: np.ndarray) -> 
     centres = _bin_centres(stats.edges)
     energy = (hists * centres**2).sum(axis=(1, 2))
     steps = (highs - lows) / LEVELS
-    rounding = np.minimum(centres[None] ** 2, steps[:, None] ** 2 / 12.0)  # below half a step: 0
+    # Below half a step a value rounds to zero (error x^2); above, the error is uniform.
+    rounding = np.where(centres[None] < steps[:, None] / 2, centres[None] ** 2, steps[:, None] ** 2 / 12.0)
     errors = np.empty((len(lows), 2, LOG_BINS))
     for side, limits in ((0, highs), (1, -lows)):
         clipped = centres[None] > limits[:, None]

@@ -56,9 +56,14 @@ def calibrated_ops(calibrated: bytes) -> tuple[list[CalibratedOp], list[StatTens
     model = _schema().convert_bytearray_to_object(bytearray(calibrated))
     graph = model.subgraphs[0]
     name = lambda i: graph.tensors[i].name.decode()
-    ops = [CalibratedOp([name(i) for i in op.outputs], unit_of_tflite_tensor(name(op.outputs[0])),
-                        int(sum(np.prod(graph.tensors[i].shape) for i in op.outputs)))
-           for op in graph.operators]
+    ops: list[CalibratedOp] = []
+    for op in graph.operators:
+        first = name(op.outputs[0])
+        # The graph output is renamed after the function's output ("Identity"), which drops
+        # the scope: it belongs to the module of the op before it.
+        unit = unit_of_tflite_tensor(first) if "/" in first or not ops else ops[-1].unit
+        ops.append(CalibratedOp([name(i) for i in op.outputs], unit,
+                                int(sum(np.prod(graph.tensors[i].shape) for i in op.outputs))))
     stats = []
     for i, tensor in enumerate(graph.tensors):
         q = tensor.quantization
