@@ -26,12 +26,21 @@ SLICE_MAX_INT8_DROP = 0.01
 SLICE_MIN_TOP1 = 0.80
 
 
+def export_onnx_and_tflite_int8(out: Path) -> Path:
+    """The shipped checkpoint's int8 ONNX and int8 TFLite, gathered in ``out`` (each run in its
+    own folder: a folder holds one run, --force would replace the other's artifacts)."""
+    names = artifact_names("m0")
+    for fmt, key in (("onnx", "onnx_int8"), ("tflite", "tflite_int8")):
+        run_dir = out / f"run-{fmt}"
+        export(ExportOptions(variant="m0", format=fmt, int8=True, output=run_dir, per_layer=False, fail_on_parity=False))
+        for name in {names["onnx_fp32"], names[key]}:
+            (run_dir / name).replace(out / name)
+    return out
+
+
 @pytest.fixture(scope="module")
 def shipped_artifacts(tmp_path_factory):
-    out = tmp_path_factory.mktemp("shipped")
-    export(ExportOptions(variant="m0", format="onnx", int8=True, output=out, per_layer=False, fail_on_parity=False))
-    export(ExportOptions(variant="m0", format="tflite", int8=True, output=out, force=True, fail_on_parity=False))
-    return out
+    return export_onnx_and_tflite_int8(tmp_path_factory.mktemp("shipped"))
 
 
 def test_shipped_checkpoint_is_trained():
@@ -106,8 +115,7 @@ def test_metadata_round_trips(shipped_artifacts):
 
 def test_two_exports_are_byte_identical(tmp_path, shipped_artifacts):
     names = artifact_names("m0")
-    export(ExportOptions(variant="m0", format="onnx", int8=True, output=tmp_path, per_layer=False, fail_on_parity=False))
-    export(ExportOptions(variant="m0", format="tflite", int8=True, output=tmp_path, force=True, fail_on_parity=False))
+    export_onnx_and_tflite_int8(tmp_path)
     for key in ("onnx_fp32", "onnx_int8", "tflite_int8"):
         assert (tmp_path / names[key]).read_bytes() == (shipped_artifacts / names[key]).read_bytes(), key
 
