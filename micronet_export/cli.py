@@ -169,7 +169,7 @@ def _evaluate_parser() -> argparse.ArgumentParser:
                 description="Top-1/top-5 of checkpoints and artifacts on a labelled folder. Class indices and input "
                 "size come from the artifacts' metadata or the checkpoint's card; stderr says which rule mapped "
                 "the labels.")
-    p.add_argument("targets", nargs="+", metavar="ARTIFACT_OR_VARIANT",
+    p.add_argument("targets", nargs="+", metavar="TARGET",
                    help="m0..m3 (the shipped or --checkpoint weights), a .pth checkpoint, an .onnx or a .tflite")
     p.add_argument("--data", required=True, help="DIR/<class>/<image>, or DIR with --labels file.csv")
     p.add_argument("--labels", help="file.csv (file,label) or a class-names file (one per line, index order)")

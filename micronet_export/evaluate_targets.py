@@ -11,7 +11,7 @@ import numpy as np
 
 from micronet_export.class_names import ClassNames, from_metadata, imagenet_names
 from micronet_export.errors import CheckpointError, UserError
-from micronet_export.model import CLASSIFIER_WEIGHT, get_variant, variants_fitting
+from micronet_export.model import create_model, get_variant, variants_fitting
 from micronet_export.model.checkpoint import read_state_dict
 from micronet_export.model.variants import VARIANTS
 
@@ -31,7 +31,7 @@ class Target:
     class_names: ClassNames | None
     weights: str  # the file the weights come from, or "random initialisation"
     variant: str | None = None  # PyTorch targets
-    checkpoint: Path | None = None  # PyTorch targets; None: random initialisation
+    model: object | None = None  # PyTorch targets: the MicroNet, weights loaded (a misfit fails early)
     named_by_variant: bool = False  # the user wrote "m0", not a file
 
     def predict(self, images: np.ndarray, threads: int = 1) -> np.ndarray:
@@ -41,10 +41,8 @@ class Target:
             return run_onnx(self.spec, images, threads)
         if self.kind == "tflite":
             return run_tflite(self.spec, images, threads)
-        from micronet_export.model import create_model
-
-        model = create_model(self.variant, checkpoint=self.checkpoint, num_classes=None)
-        return np.concatenate([run_torch(model, images[i:i + TORCH_BATCH]) for i in range(0, len(images), TORCH_BATCH)])
+        batches = range(0, len(images), TORCH_BATCH)
+        return np.concatenate([run_torch(self.model, images[i:i + TORCH_BATCH]) for i in batches])
 
 
 def _unreadable(spec: str, what: str, exc: Exception) -> UserError:
@@ -101,13 +99,11 @@ def _checkpoint_target(spec: str, path: Path, variant: str | None) -> Target:
             raise CheckpointError(f"{path} fits no MicroNet variant ({', '.join(VARIANTS)}): is it a MicroNet "
                                   "checkpoint? pass --variant to see which keys differ")
         variant = fits[0]
-    variant = get_variant(variant).name
-    head = state_dict.get(CLASSIFIER_WEIGHT)
-    num_classes = int(head.shape[0]) if head is not None and head.ndim == 2 else 1000
+    model = create_model(variant, checkpoint=path, num_classes=None)  # weights of another variant fail here
     size = card.get("input_size")
     return Target(spec, "pytorch", int(size) if size else None, False,
-                  _card_names(card, path.with_suffix(".json"), num_classes), weights=str(path), variant=variant,
-                  checkpoint=path)
+                  _card_names(card, path.with_suffix(".json"), model.num_classes), weights=str(path),
+                  variant=model.variant, model=model)
 
 
 def _variant_target(spec: str, checkpoint: str | None, random_init: bool) -> Target:
@@ -118,7 +114,7 @@ def _variant_target(spec: str, checkpoint: str | None, random_init: bool) -> Tar
         raise UserError("--checkpoint and --random-init exclude each other")
     if random_init:
         return Target(spec, "pytorch", None, False, imagenet_names(), weights="random initialisation (--random-init)",
-                      variant=variant, named_by_variant=True)
+                      variant=variant, model=create_model(variant), named_by_variant=True)
     path = Path(checkpoint) if checkpoint else default_checkpoint(variant)
     if path is None:
         raise UserError(f"{variant} has no shipped trained weights: pass --checkpoint PATH, or --random-init "

@@ -64,7 +64,7 @@ def checkpoint_card(checkpoint) -> dict:
         try:
             return json.loads(card.read_text())
         except ValueError:
-            log.warning("ignoring unreadable checkpoint card %s", card)
+            log.warning("warning: ignoring unreadable checkpoint card %s", card)
     return {}
 
 

@@ -93,12 +93,14 @@ def _first_missing(folder: Path) -> Path | None:
 def _make_folder(folder: Path, created: Path | None) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise UserError(f"output folder {folder} is not writable; pick another with --output")
+    except (OSError, UserError) as exc:
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)
+        if isinstance(exc, UserError):
+            raise
         raise UserError(f"cannot create output folder {folder}: {exc.strerror or exc}") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise UserError(f"output folder {folder} is not writable; pick another with --output")
 
 
 def _disk_full(exc: OSError, folder: Path, writing: str | None) -> UserError:

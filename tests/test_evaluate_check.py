@@ -15,6 +15,7 @@ from micronet_export.export import ExportOptions, artifact_names, export
 from micronet_export.images import project_path
 from micronet_export.metadata import read_metadata
 
+from conftest import export_onnx_and_tflite_int8
 from test_cli import assert_one_line_error, run_cli
 
 SLICE = Path(__file__).parent / "data" / "fashion_mnist_slice"
@@ -24,23 +25,6 @@ TRAINED_MIN_TEST_TOP1 = 0.85
 # here on the committed 100-image slice.
 SLICE_MAX_INT8_DROP = 0.01
 SLICE_MIN_TOP1 = 0.80
-
-
-def export_onnx_and_tflite_int8(out: Path) -> Path:
-    """The shipped checkpoint's int8 ONNX and int8 TFLite, gathered in ``out`` (each run in its
-    own folder: a folder holds one run, --force would replace the other's artifacts)."""
-    names = artifact_names("m0")
-    for fmt, key in (("onnx", "onnx_int8"), ("tflite", "tflite_int8")):
-        run_dir = out / f"run-{fmt}"
-        export(ExportOptions(variant="m0", format=fmt, int8=True, output=run_dir, per_layer=False, fail_on_parity=False))
-        for name in {names["onnx_fp32"], names[key]}:
-            (run_dir / name).replace(out / name)
-    return out
-
-
-@pytest.fixture(scope="module")
-def shipped_artifacts(tmp_path_factory):
-    return export_onnx_and_tflite_int8(tmp_path_factory.mktemp("shipped"))
 
 
 def test_shipped_checkpoint_is_trained():

@@ -53,7 +53,7 @@ def create_model(
     if state_dict is not None:
         try:
             load_into(model, state_dict, str(checkpoint))
-        except CheckpointError as exc:
+        except CheckpointError:
             fits = [v for v in variants_fitting(state_dict) if v != cfg.name]
             if not fits:
                 raise
