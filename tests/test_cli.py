@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,26 @@ def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
         [sys.executable, "-m", "micronet_export.cli", *args],
         capture_output=True, text=True, timeout=timeout,
     )
+
+
+def run_main(capfd, *args: str) -> subprocess.CompletedProcess:
+    """The CLI's ``main()`` in this process: what ``run_cli`` checks, without starting an
+    interpreter that imports torch again (the fast tier's error cases). Logging goes to stderr as
+    in a fresh process; output on fd 1/2, native libraries' included, is what ``capfd`` holds. An
+    exception main() does not turn into an ``error:`` line fails the test with its traceback."""
+    from micronet_export.cli import main
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    root.handlers = []  # pytest's log capture would swallow the CLI's warnings
+    capfd.readouterr()
+    try:
+        code = main(list(args))
+    finally:
+        root.handlers = handlers
+        root.setLevel(level)
+    out, err = capfd.readouterr()
+    return subprocess.CompletedProcess(list(args), code, out, err)
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -44,9 +65,9 @@ def test_top_level_help_lists_every_subcommand():
         assert f"\n  {name} " in listed, name
 
 
-def test_argument_errors_are_one_line(tmp_path):
+def test_argument_errors_are_one_line(tmp_path, capfd):
     assert_one_line_error(run_cli("--variant", "m0", "--output", str(tmp_path / "o")), "--format", "--help")
-    assert_one_line_error(run_cli("evaluate", "m0", "--data", str(tmp_path), "--limit", "0"),
+    assert_one_line_error(run_main(capfd, "evaluate", "m0", "--data", str(tmp_path), "--limit", "0"),
                           "--limit: expected a positive integer, got '0'")
     assert tree(tmp_path) == {}
 

@@ -19,7 +19,7 @@ from micronet_export.export import artifact_names
 from micronet_export.images import load_image, project_path
 from micronet_export.runtimes import run_torch
 
-from test_cli import run_cli
+from test_cli import run_main
 
 SHIPPED = project_path("models/micronet_m0_fashion_mnist.pth")
 CARD = json.loads(SHIPPED.with_suffix(".json").read_text())
@@ -115,18 +115,18 @@ def test_csv_numeric_labels_are_taken_as_given(tmp_path):
     assert result["results"][0]["top1"] == torch_top1(chosen)
 
 
-def test_issue_example_bag_and_trouser_folders(tmp_path):
+def test_issue_example_bag_and_trouser_folders(tmp_path, capfd):
     chosen = [(p, i) for p, i in slice_images() if CLASSES[i] in ("Bag", "Trouser")]
     data = copy_as(tmp_path, lambda i: CLASSES[i], chosen)
-    proc = run_cli("evaluate", str(SHIPPED), "--data", str(data), "--json")
+    proc = run_main(capfd, "evaluate", str(SHIPPED), "--data", str(data), "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["results"][0]["top1"] == torch_top1(chosen)  # was 0.5
     assert proc.stderr.strip() == (f"evaluate: labels: folder names matched to the class names of the checkpoint card "
                                    f"{SHIPPED.with_suffix('.json')}; input 64x64 (the checkpoint card)")
 
 
-def test_variant_target_says_which_weights(tmp_path):
-    proc = run_cli("evaluate", "m0", "--data", str(SLICE), "--limit", "10", "--json")
+def test_variant_target_says_which_weights(capfd):
+    proc = run_main(capfd, "evaluate", "m0", "--data", str(SLICE), "--limit", "10", "--json")
     assert proc.returncode == 0, proc.stderr
     assert f"m0: weights {SHIPPED} (the shipped default)" in proc.stderr
     assert json.loads(proc.stdout)["input_size"] == CARD["input_size"]  # was 224 (10 % top-1)
@@ -145,9 +145,7 @@ def write_fashion_mnist(folder: Path, per_class: int | None) -> Path:
     return folder
 
 
-def assert_trained_accuracy(proc, images: int) -> None:
-    assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout)
+def assert_trained_accuracy(result: dict, images: int) -> None:
     assert result["input_size"] == CARD["input_size"] and "class names" in result["label_rule"]
     for row in result["results"]:
         assert row["images"] == images
@@ -159,11 +157,13 @@ def test_fashion_mnist_by_class_name(tmp_path, shipped_artifacts):
     # 0.013 on 500 images, so the 0.85 bar sits 4.7 standard errors below it.
     data = write_fashion_mnist(tmp_path / "test", per_class=50)
     tflite = shipped_artifacts / artifact_names("m0")["tflite_int8"]
-    assert_trained_accuracy(run_cli("evaluate", str(SHIPPED), str(tflite), "--data", str(data), "--json"), 500)
+    assert_trained_accuracy(evaluate([str(SHIPPED), str(tflite)], data), 500)
 
 
 @pytest.mark.slow
-def test_fashion_mnist_all_test_images_by_class_name(tmp_path, shipped_artifacts):
+def test_fashion_mnist_all_test_images_by_class_name(tmp_path, capfd, shipped_artifacts):
     data = write_fashion_mnist(tmp_path / "test", per_class=None)
     tflite = shipped_artifacts / artifact_names("m0")["tflite_int8"]
-    assert_trained_accuracy(run_cli("evaluate", str(SHIPPED), str(tflite), "--data", str(data), "--json"), 10_000)
+    proc = run_main(capfd, "evaluate", str(SHIPPED), str(tflite), "--data", str(data), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert_trained_accuracy(json.loads(proc.stdout), 10_000)

@@ -17,7 +17,7 @@ from micronet_export.onnx_export import summarize_graph
 from micronet_export.parity import Thresholds
 
 from conftest import checkpoint_with_card, reference_checkpoint
-from test_cli import assert_one_line_error, run_cli
+from test_cli import assert_one_line_error, run_cli, run_main
 
 FP32_MAX_ABS_REL = 1e-4
 
@@ -180,13 +180,13 @@ def test_option_errors_cli(tmp_path, args, fragment):
     assert_one_line_error(run_cli(*args, "--output", str(tmp_path / "o")), fragment)
 
 
-def test_force_replaces_an_earlier_run(tmp_path):
+def test_force_replaces_an_earlier_run(tmp_path, capfd):
     earlier = {"micronet_m0_int8.tflite": b"an earlier 64 px 10-class int8 model", "micronet_m1.onnx": b"m1",
                "report.json": b"{}", "report.md": b"earlier"}
     for name, data in earlier.items():
         (tmp_path / name).write_bytes(data)
     (tmp_path / "notes.txt").write_text("the user's own file: not the tool's to remove")
-    proc = run_cli("--variant", "m0", "--format", "onnx", "--output", str(tmp_path), "--force")
+    proc = run_main(capfd, "--variant", "m0", "--format", "onnx", "--output", str(tmp_path), "--force")
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["micronet_m0.onnx", "notes.txt", "report.json", "report.md"]
     report = json.loads((tmp_path / "report.json").read_text())

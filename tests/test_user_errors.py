@@ -1,5 +1,9 @@
 """Issue 15's user mistakes at the command line: each one exits non-zero with exactly one
-``error:`` line, no traceback, and leaves every file and folder as it was."""
+``error:`` line, no traceback, and leaves every file and folder as it was.
+
+The CLI runs in a child process where the process matters (Ctrl-C, a full disk, one case of
+each command), else its main() runs in this process (``run_main``), which spares each case an
+interpreter start-up that imports torch."""
 
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from micronet_export.export import artifact_names
 from micronet_export.images import project_path
 
 from conftest import checkpoint_with_card, reference_checkpoint
-from test_cli import assert_one_line_error, run_cli, tree
+from test_cli import assert_one_line_error, run_cli, run_main, tree
 
 SHIPPED = project_path("models/micronet_m0_fashion_mnist.pth")
 SLICE = Path(__file__).parent / "data" / "fashion_mnist_slice"
@@ -38,7 +42,7 @@ class _PrintsWhenLoaded:
 
 
 @pytest.mark.parametrize("command", ["export", "evaluate", "check"])
-def test_text_file_as_checkpoint(tmp_path, command):
+def test_text_file_as_checkpoint(tmp_path, capfd, command):
     hello = tmp_path / "hello.pth"
     hello.write_text("hello\n")  # torch's unpickler said "KeyError: 101"
     before = tree(tmp_path)
@@ -48,24 +52,26 @@ def test_text_file_as_checkpoint(tmp_path, command):
         "check": ["check", "--formats", "onnx", "--precisions", "fp32", "--checkpoint", str(hello),
                   "--output", str(tmp_path / "check")],
     }[command]
-    assert_untouched(run_cli(*args), before, tmp_path, f"{hello} is not a readable PyTorch checkpoint (not a torch.save file)")
+    run = run_cli if command == "export" else lambda *a: run_main(capfd, *a)
+    assert_untouched(run(*args), before, tmp_path, f"{hello} is not a readable PyTorch checkpoint (not a torch.save file)")
 
 
-def test_pickled_code_checkpoint_is_refused_for_safety(tmp_path):
+def test_pickled_code_checkpoint_is_refused_for_safety(tmp_path, capfd):
     path = tmp_path / "pickled.pth"
     torch.save({"state_dict": {}, "hook": _PrintsWhenLoaded()}, path, _use_new_zipfile_serialization=False)
     before = tree(tmp_path)
-    proc = run_cli("--variant", "m0", "--format", "onnx", "--checkpoint", str(path), "--output", str(tmp_path / "out"))
+    proc = run_main(capfd, "--variant", "m0", "--format", "onnx", "--checkpoint", str(path),
+                    "--output", str(tmp_path / "out"))
     assert_untouched(proc, before, tmp_path, "refused for safety", "pickled Python code (print)")
     assert "pickled code ran" not in proc.stdout
 
 
 @pytest.mark.parametrize("command", ["export", "evaluate"])
-def test_m1_weights_as_m0_suggest_m1(tmp_path, command):
+def test_m1_weights_as_m0_suggest_m1(tmp_path, capfd, command):
     m1 = str(reference_checkpoint("m1"))
     args = ["--variant", "m0", "--format", "onnx", "--checkpoint", m1, "--output", str(tmp_path / "out")] \
         if command == "export" else ["evaluate", m1, "--variant", "m0", "--data", str(SLICE)]
-    assert_untouched(run_cli(*args), {}, tmp_path, "holds MicroNet-m1 weights, not m0", "pass --variant m1")
+    assert_untouched(run_main(capfd, *args), {}, tmp_path, "holds MicroNet-m1 weights, not m0", "pass --variant m1")
 
 
 @pytest.mark.parametrize("args", [
@@ -74,8 +80,8 @@ def test_m1_weights_as_m0_suggest_m1(tmp_path, command):
     ["evaluate", str(SHIPPED), "--data", str(SLICE)],
     ["check", "--formats", "onnx", "--precisions", "fp32"],
 ], ids=["export", "info", "evaluate", "check"])
-def test_input_size_zero(tmp_path, args):
-    proc = run_cli(*args, "--input-size", "0", *(["--output", str(tmp_path / "out")] if "--format" in args else []))
+def test_input_size_zero(tmp_path, capfd, args):
+    proc = run_main(capfd, *args, "--input-size", "0", *(["--output", str(tmp_path / "out")] if "--format" in args else []))
     assert_untouched(proc, {}, tmp_path, "--input-size must be a positive multiple of 32, got 0")
 
 
@@ -84,18 +90,18 @@ def test_evaluate_variant_without_weights_is_refused(tmp_path):
                      "m1 has no shipped trained weights: pass --checkpoint PATH, or --random-init")
 
 
-def test_int8_without_calibration_photos_says_pass_calibration(tmp_path):
+def test_int8_without_calibration_photos_says_pass_calibration(tmp_path, capfd):
     checkpoint = checkpoint_with_card(tmp_path / "weights", calibration=str(tmp_path / "photos-that-are-not-there"))
     before = tree(tmp_path)
-    proc = run_cli("--variant", "m0", "--format", "onnx", "--int8", "--checkpoint", str(checkpoint),
+    proc = run_main(capfd, "--variant", "m0", "--format", "onnx", "--int8", "--checkpoint", str(checkpoint),
                    "--output", str(tmp_path / "out"))
     assert_untouched(proc, before, tmp_path, "int8 needs calibration photos", "pass --calibration DIR")
 
 
-def test_folder_of_an_earlier_run_needs_force(tmp_path):
+def test_folder_of_an_earlier_run_needs_force(tmp_path, capfd):
     (tmp_path / "micronet_m0_int8.tflite").write_bytes(b"an earlier run")  # not a file this run writes
     before = tree(tmp_path)
-    proc = run_cli("--variant", "m0", "--format", "onnx", "--output", str(tmp_path))
+    proc = run_main(capfd, "--variant", "m0", "--format", "onnx", "--output", str(tmp_path))
     assert_untouched(proc, before, tmp_path, "micronet_m0_int8.tflite already exists", "--force")
 
 
@@ -112,23 +118,24 @@ def truncated(tmp_path, shipped_artifacts) -> dict[str, Path]:
 
 @pytest.mark.parametrize("command", ["info", "evaluate"])
 @pytest.mark.parametrize("key,kind", [("tflite_int8", "TFLite"), ("onnx_int8", "ONNX")])
-def test_truncated_artifact(tmp_path, truncated, command, key, kind):
+def test_truncated_artifact(tmp_path, capfd, truncated, command, key, kind):
     before = tree(tmp_path)
     args = [command, str(truncated[key])] + (["--data", str(SLICE)] if command == "evaluate" else [])
-    assert_untouched(run_cli(*args), before, tmp_path, f"is not a readable {kind} model", "truncated")
+    # info on a truncated .tflite was a struct.error traceback
+    assert_untouched(run_main(capfd, *args), before, tmp_path, f"is not a readable {kind} model", "truncated")
 
 
 @pytest.mark.parametrize("folders,fragments", [
     (["3_Bag", "1_Trouser"], ["'3_Bag' says class 3, but 'Bag' is class 8"]),
     (["Bag", "Shoes"], ["'Shoes' is neither one of the class names of the checkpoint card"]),
 ], ids=["number-contradicts-name", "unknown-name-among-names"])
-def test_evaluate_folders_that_contradict_the_class_names(tmp_path, folders, fragments):
+def test_evaluate_folders_that_contradict_the_class_names(tmp_path, capfd, folders, fragments):
     images = sorted(SLICE.rglob("*.png"))
     for folder, image in zip(folders, images):
         (tmp_path / folder).mkdir()
         shutil.copy(image, tmp_path / folder / image.name)
     before = tree(tmp_path)
-    assert_untouched(run_cli("evaluate", str(SHIPPED), "--data", str(tmp_path)), before, tmp_path, *fragments)
+    assert_untouched(run_main(capfd, "evaluate", str(SHIPPED), "--data", str(tmp_path)), before, tmp_path, *fragments)
 
 
 @pytest.fixture
