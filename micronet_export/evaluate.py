@@ -11,7 +11,6 @@ images through the one preprocessing function.
 from __future__ import annotations
 
 import csv
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,8 +21,6 @@ from micronet_export.errors import CalibrationError, UserError
 from micronet_export.evaluate_targets import Target, resolve_target
 from micronet_export.images import IMAGE_SUFFIXES, load_image
 from micronet_export.onnx_export import check_input_size
-
-log = logging.getLogger(__name__)
 
 DEFAULT_INPUT_SIZE = 224
 
