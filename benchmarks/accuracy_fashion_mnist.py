@@ -45,13 +45,14 @@ def main(argv=None) -> int:
         print(f"wrote {n} test images in {time.time() - t0:.0f} s", file=sys.stderr)
         names = artifact_names("m0")
         common = dict(variant="m0", checkpoint=CHECKPOINT, calibration=CALIBRATION, input_size=size,
-                      output=tmp / "artifacts", force=True, fail_on_parity=False, per_layer=False)
-        export(ExportOptions(format="onnx", int8=True, **common))
-        export(ExportOptions(format="tflite", int8=True, **common))
-        export(ExportOptions(format="tflite", **common))
-        art = tmp / "artifacts"
-        targets = [str(CHECKPOINT), str(art / names["onnx_fp32"]), str(art / names["onnx_int8"]),
-                   str(art / names["tflite_fp32"]), str(art / names["tflite_int8"])]
+                      fail_on_parity=False, per_layer=False)
+        # One folder per run: a folder holds one run's artifacts (--force replaces them all).
+        onnx_int8, tflite_int8, tflite_fp32 = tmp / "onnx-int8", tmp / "tflite-int8", tmp / "tflite-fp32"
+        export(ExportOptions(format="onnx", int8=True, output=onnx_int8, **common))
+        export(ExportOptions(format="tflite", int8=True, output=tflite_int8, **common))
+        export(ExportOptions(format="tflite", output=tflite_fp32, **common))
+        targets = [str(CHECKPOINT), str(onnx_int8 / names["onnx_fp32"]), str(onnx_int8 / names["onnx_int8"]),
+                   str(tflite_fp32 / names["tflite_fp32"]), str(tflite_int8 / names["tflite_int8"])]
         result = evaluate(targets, tmp / "test", labels=tmp / "test" / "classes.txt", limit=args.limit,
                           input_size=size, variant="m0")
     fp32 = result["results"][0]["top1"]

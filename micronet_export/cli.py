@@ -1,7 +1,8 @@
 """Command line: parse, call the library, print. No logic of its own.
 
-``micronet-export [export] --variant m0 --format tflite --int8`` is the main job; ``info`` is a
-sub-command. User errors print one line on stderr and exit non-zero, without a traceback.
+``micronet-export [export] --variant m0 --format tflite --int8`` is the main job; ``info``,
+``evaluate``, ``profile`` and ``check`` are sub-commands. User errors (argument errors included)
+print one ``error:`` line on stderr and exit non-zero, without a traceback.
 """
 
 from __future__ import annotations
@@ -16,17 +17,44 @@ from micronet_export import __version__
 from micronet_export.errors import ParityError, UserError
 from micronet_export.model.variants import VARIANTS
 
+SUBCOMMAND_HELP = {
+    "export": "(the default) export a variant to ONNX / TFLite with parity checks and a report",
+    "info": "describe a variant, or print the metadata an .onnx / .tflite carries",
+    "evaluate": "top-1 / top-5 of checkpoints and artifacts on a labelled image folder",
+    "profile": "latency of .onnx / .tflite models, locally, over adb or over ssh",
+    "check": "parity matrix as a CI gate (exit 1 when a cell fails)",
+}
 
-def _info(argv: list[str]) -> int:
-    from micronet_export.info import format_info, variant_info
 
-    p = argparse.ArgumentParser(prog="micronet-export info",
-                                description="Describe a MicroNet variant, or read an artifact's metadata.")
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one ``error:`` line like every other user mistake."""
+
+    def error(self, message: str):
+        raise UserError(f"{message} (see {self.prog} --help)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _info_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="micronet-export info", description="Describe a MicroNet variant, or read an artifact's metadata.")
     p.add_argument("artifact", nargs="?", help=".onnx or .tflite written by micronet-export")
     p.add_argument("--variant", help=f"one of {', '.join(VARIANTS)}")
-    p.add_argument("--input-size", type=int, default=224)
+    p.add_argument("--input-size", type=int, default=224, help="multiple of 32 (default 224)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    args = p.parse_args(argv)
+    return p
+
+
+def _info(args: argparse.Namespace) -> int:
+    from micronet_export.info import format_info, variant_info
+
     if args.artifact:
         from micronet_export.metadata import read_metadata
 
@@ -48,26 +76,18 @@ def _thresholds(base, **overrides):
     return replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
 
-def _export_emulation(args) -> tuple[str, ...]:
-    if not args.emulate:
-        return ()
-    from micronet_export.emulate.cores import parse_cores
-
-    if args.format != "tflite":
-        raise UserError("--emulate answers fp32 vs int8 for TFLite on ARM: use it with --format tflite")
-    return tuple(c.name for c in parse_cores(args.emulate))
-
-
-def _export(argv: list[str]) -> int:
-    from micronet_export.export import FORMATS, ExportOptions, export
-    from micronet_export.parity import FP16_THRESHOLDS, FP32_THRESHOLDS, INT8_THRESHOLDS
+def _export_parser() -> argparse.ArgumentParser:
+    from micronet_export.export import FORMATS
+    from micronet_export.parity import FP32_THRESHOLDS, INT8_THRESHOLDS
     from micronet_export.quantize import CALIBRATION_METHODS
-    from micronet_export.report import HEADER, format_table, summary_rows
 
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="micronet-export",
-        description="Export MicroNet to ONNX / TFLite with parity checks. "
-        "Sub-commands: info (describe a variant).",
+        usage="micronet-export [export] --variant V --format {onnx,tflite} [options]\n"
+              "       micronet-export {info,evaluate,profile,check} ...  (COMMAND --help for each)",
+        description="Export MicroNet to ONNX / TFLite with parity checks.\n\nsub-commands:\n"
+        + "\n".join(f"  {name:<10} {text}" for name, text in SUBCOMMAND_HELP.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--variant", required=True, help=f"one of {', '.join(VARIANTS)}")
     p.add_argument("--format", required=True, choices=FORMATS)
@@ -78,7 +98,7 @@ def _export(argv: list[str]) -> int:
                    "Fashion-MNIST checkpoint (models/micronet_m0_fashion_mnist.pth), else random init")
     p.add_argument("--random-init", action="store_true", help="ignore the shipped default checkpoint")
     p.add_argument("--calibration", help="folder of images (jpg/png/webp/bmp); default: the checkpoint card's set, "
-                   "else the 200 photos in calibration/")
+                   "else the 200 photos in calibration/ (a float export without any runs parity on random inputs)")
     p.add_argument("--calibration-method", default="minmax", choices=CALIBRATION_METHODS)
     p.add_argument("--ort-int8-ops", default="conv", choices=("conv", "all"),
                    help="ONNX int8 scope: Conv/Gemm only (default; Dynamic Shift-Max math stays float) or every op")
@@ -94,8 +114,9 @@ def _export(argv: list[str]) -> int:
                    help="comma-separated modules kept in float in int8 models, e.g. features.6,classifier")
     p.add_argument("--int8-fallback", default="auto", choices=("auto", "none"),
                    help="auto: better ranges, then float islands when plain int8 misses the target; none: plain int8")
-    p.add_argument("--force", action="store_true", help="overwrite existing artifacts")
-    p.add_argument("--threads", type=int, default=1, help="threads for the parity runs")
+    p.add_argument("--force", action="store_true",
+                   help="replace an earlier run's artifacts in the output folder (those this run does not write are removed)")
+    p.add_argument("--threads", type=_positive_int, default=1, help="threads for the parity runs")
     p.add_argument("--no-per-layer", action="store_true", help="skip the per-layer int8 error table")
     p.add_argument("--parity-warn-only", action="store_true", help="report parity breaches but exit 0")
     p.add_argument("--fp32-max-abs-rel", type=float, help=f"default {FP32_THRESHOLDS.max_abs_rel}")
@@ -104,24 +125,36 @@ def _export(argv: list[str]) -> int:
     p.add_argument("--json", action="store_true", help="print the report JSON instead of the table")
     p.add_argument("--emulate", metavar="CORE[,CORE]", help="add a per-core fp32-vs-int8 answer to the report "
                    "(TFLite: instructions per invoke on emulated ARM cores, cortex-a53/a72/a76, neoverse-n1)")
-    args = p.parse_args(argv)
-    emulate = _export_emulation(args)
-    # Stage progress on a terminal only: piped stderr (CI, tests) carries warnings and errors.
-    logging.getLogger().setLevel(logging.INFO if sys.stderr.isatty() and not args.json else logging.WARNING)
-    options = ExportOptions(
+    return p
+
+
+def _export_options(args: argparse.Namespace):
+    from micronet_export.emulate.cli_args import export_cores
+    from micronet_export.export import ExportOptions
+    from micronet_export.parity import FP16_THRESHOLDS, FP32_THRESHOLDS, INT8_THRESHOLDS
+
+    return ExportOptions(
         variant=args.variant, format=args.format, int8=args.int8, fp16=args.fp16, checkpoint=args.checkpoint,
-        random_init=args.random_init,
-        calibration=args.calibration, output=args.output, opset=args.opset, input_size=args.input_size,
-        dynamic_batch=args.dynamic_batch, calibration_method=args.calibration_method, io_dtype=args.io_dtype,
-        ort_int8_ops=args.ort_int8_ops, int8_target_cosine=args.int8_target_cosine,
+        random_init=args.random_init, calibration=args.calibration, output=args.output, opset=args.opset,
+        input_size=args.input_size, dynamic_batch=args.dynamic_batch, calibration_method=args.calibration_method,
+        io_dtype=args.io_dtype, ort_int8_ops=args.ort_int8_ops, int8_target_cosine=args.int8_target_cosine,
         int8_target_top1=args.int8_target_top1, int8_fallback=args.int8_fallback,
         keep_float=tuple(m.strip() for m in args.keep_float.split(",") if m.strip()),
-        force=args.force, per_layer=not args.no_per_layer, fail_on_parity=not args.parity_warn_only,
+        emulate=export_cores(args.emulate, args.format), force=args.force, per_layer=not args.no_per_layer,
+        fail_on_parity=not args.parity_warn_only,
         fp32_thresholds=_thresholds(FP32_THRESHOLDS, max_abs_rel=args.fp32_max_abs_rel),
         int8_thresholds=_thresholds(INT8_THRESHOLDS, cosine_mean=args.int8_min_cosine, top1_agreement=args.int8_min_top1),
         fp16_thresholds=FP16_THRESHOLDS, progress=sys.stderr.isatty() and not args.json, threads=args.threads,
-        emulate=emulate,
     )
+
+
+def _export(args: argparse.Namespace) -> int:
+    from micronet_export.export import export
+    from micronet_export.report import HEADER, format_table, summary_rows
+
+    # Stage progress on a terminal only: piped stderr (CI, tests) carries warnings and errors.
+    logging.getLogger().setLevel(logging.INFO if sys.stderr.isatty() and not args.json else logging.WARNING)
+    options = _export_options(args)
     try:
         report, error = export(options), None
     except ParityError as exc:
@@ -132,8 +165,11 @@ def _export(argv: list[str]) -> int:
         print(format_table(HEADER, summary_rows(report)))
         print(f"report: {Path(options.output or Path('models') / report.variant) / 'report.md'}")
         ckpt = report.checkpoint.get("path")
+        calibration = report.calibration.get("dir") or report.calibration.get("note")
         print(f"weights: {ckpt or 'random initialisation (no checkpoint)'}; input {report.input_size}x{report.input_size}; "
-              f"calibration: {report.calibration.get('dir')}")
+              f"calibration: {calibration}")
+        if report.removed_stale:
+            print(f"removed an earlier run's artifacts (--force): {', '.join(report.removed_stale)}")
     if error is not None:
         raise error
     for failure in report.failures():
@@ -141,26 +177,35 @@ def _export(argv: list[str]) -> int:
     return 0
 
 
-def _evaluate(argv: list[str]) -> int:
+def _evaluate_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="micronet-export evaluate",
+                description="Top-1/top-5 of checkpoints and artifacts on a labelled folder. Class indices and input "
+                "size come from the artifacts' metadata or the checkpoint's card; stderr says which rule mapped "
+                "the labels.")
+    p.add_argument("targets", nargs="+", metavar="TARGET",
+                   help="m0..m3 (the shipped or --checkpoint weights), a .pth checkpoint, an .onnx or a .tflite")
+    p.add_argument("--data", required=True, help="DIR/<class>/<image>, or DIR with --labels file.csv")
+    p.add_argument("--labels", help="file.csv (file,label) or a class-names file (one per line, index order)")
+    p.add_argument("--limit", type=_positive_int, help="first N images only")
+    p.add_argument("--input-size", type=int, help="default: the artifacts' size, else the checkpoint card's, else 224")
+    p.add_argument("--variant", help="variant of .pth targets (default: the card's, else the one the weights fit)")
+    p.add_argument("--checkpoint", help="checkpoint for variant targets")
+    p.add_argument("--random-init", action="store_true", help="score a variant target with random weights")
+    p.add_argument("--threads", type=_positive_int, default=1)
+    p.add_argument("--json", action="store_true")
+    return p
+
+
+def _evaluate(args: argparse.Namespace) -> int:
     from micronet_export.evaluate import evaluate
     from micronet_export.report import format_table
 
-    p = argparse.ArgumentParser(prog="micronet-export evaluate",
-                                description="Top-1/top-5 of checkpoints and artifacts on a labelled folder.")
-    p.add_argument("targets", nargs="+", metavar="ARTIFACT_OR_VARIANT",
-                   help="m0..m3 (with --checkpoint), a .pth checkpoint, an .onnx or a .tflite")
-    p.add_argument("--data", required=True, help="DIR/<class>/<image>, or DIR with --labels file.csv")
-    p.add_argument("--labels", help="file.csv (file,label) or a class-names file (one per line, index order)")
-    p.add_argument("--limit", type=int, help="first N images only")
-    p.add_argument("--input-size", type=int, help="default: the artifacts' size, else 224")
-    p.add_argument("--variant", default="m0", help="variant of .pth targets (default m0)")
-    p.add_argument("--checkpoint", help="checkpoint for variant targets")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--json", action="store_true")
-    args = p.parse_args(argv)
     result = evaluate(args.targets, args.data, labels=args.labels, limit=args.limit, input_size=args.input_size,
-                      variant=args.variant, checkpoint=args.checkpoint, threads=args.threads,
-                      progress=sys.stderr.isatty() and not args.json)
+                      variant=args.variant, checkpoint=args.checkpoint, random_init=args.random_init,
+                      threads=args.threads, progress=sys.stderr.isatty() and not args.json)
+    weights = "".join(f"; {spec}: weights {w}" for spec, w in result["variant_weights"].items())
+    print(f"evaluate: labels: {result['label_rule']}; input {result['input_size']}x{result['input_size']} "
+          f"({result['input_size_source']}){weights}", file=sys.stderr)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -170,20 +215,8 @@ def _evaluate(argv: list[str]) -> int:
     return 0
 
 
-def _emulated_runtimes(text: str) -> tuple[str, ...]:
-    from micronet_export.emulate.qemu import RUNTIMES
-
-    names = tuple(n.strip() for n in text.split(",") if n.strip())
-    bad = [n for n in names if n not in RUNTIMES]
-    if bad or not names:
-        raise UserError(f"unknown --emu-runtimes {', '.join(bad) or '(none)'}; valid: {', '.join(RUNTIMES)}")
-    return names
-
-
-def _profile(argv: list[str]) -> int:
-    from micronet_export.profile import ProfileOptions, format_profile, plot_profile, profile
-
-    p = argparse.ArgumentParser(prog="micronet-export profile", description="Latency of .tflite / .onnx models.")
+def _profile_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="micronet-export profile", description="Latency of .tflite / .onnx models.")
     p.add_argument("artifacts", nargs="+", metavar="ARTIFACT")
     p.add_argument("--threads", default="1", help="comma-separated thread counts, e.g. 1,2,4")
     p.add_argument("--runs", type=int, default=100)
@@ -200,7 +233,13 @@ def _profile(argv: list[str]) -> int:
     p.add_argument("--remote-python", default="python3")
     p.add_argument("--json", action="store_true")
     p.add_argument("--plot", help="write a PNG: latency by threads, top ops")
-    args = p.parse_args(argv)
+    return p
+
+
+def _profile(args: argparse.Namespace) -> int:
+    from micronet_export.emulate.cli_args import emulated_runtimes
+    from micronet_export.profile import ProfileOptions, format_profile, plot_profile, profile
+
     try:
         threads = [int(t) for t in args.threads.split(",") if t.strip()]
     except ValueError:
@@ -208,7 +247,7 @@ def _profile(argv: list[str]) -> int:
     opts = ProfileOptions(threads=threads, runs=args.runs, warmup=args.warmup, xnnpack=not args.no_xnnpack,
                           cpus=args.cpus, benchmark_binary=args.benchmark_binary, identity=args.identity,
                           known_hosts=args.known_hosts, ssh_options=args.ssh_option, remote_python=args.remote_python,
-                          emulated_runtimes=_emulated_runtimes(args.emu_runtimes))
+                          emulated_runtimes=emulated_runtimes(args.emu_runtimes))
     results = profile(args.artifacts, args.target, opts)
     if args.plot:
         plot_profile(results, args.plot)
@@ -221,39 +260,11 @@ def _profile(argv: list[str]) -> int:
     return 0
 
 
-def _emulation_check_args(p: argparse.ArgumentParser) -> None:
-    from micronet_export.emulate.compare import EMULATED_FLOAT_THRESHOLDS, EMULATED_INT8_THRESHOLDS
-
-    p.add_argument("--emulate", metavar="CORE[,CORE]", help="also compare each TFLite artifact on these emulated "
-                   "ARM cores (qemu-user) with x86: cortex-a53, cortex-a72, cortex-a76, neoverse-n1")
-    p.add_argument("--emu-int8-max-steps", type=float,
-                   help=f"int8 vs x86, output steps, default {EMULATED_INT8_THRESHOLDS.max_steps:g}")
-    p.add_argument("--emu-int8-min-top1", type=float,
-                   help=f"int8 vs x86 top-1 agreement, default {EMULATED_INT8_THRESHOLDS.top1_agreement}")
-    p.add_argument("--emu-float-max-abs-rel", type=float,
-                   help=f"fp32/fp16 vs x86, default {EMULATED_FLOAT_THRESHOLDS.max_abs_rel}")
-
-
-def _emulated_check(args):
-    if not args.emulate:
-        return None
-    from micronet_export.emulate.cells import EmulatedCheck
-    from micronet_export.emulate.compare import EMULATED_FLOAT_THRESHOLDS, EMULATED_INT8_THRESHOLDS
-    from micronet_export.emulate.cores import parse_cores
-
-    return EmulatedCheck(
-        cores=tuple(parse_cores(args.emulate)),
-        int8=_thresholds(EMULATED_INT8_THRESHOLDS, max_steps=args.emu_int8_max_steps, top1_agreement=args.emu_int8_min_top1),
-        float_=_thresholds(EMULATED_FLOAT_THRESHOLDS, max_abs_rel=args.emu_float_max_abs_rel))
-
-
-def _check(argv: list[str]) -> int:
-    from micronet_export.check import format_rows, run_check, write_junit
-    from micronet_export.export import ExportOptions
+def _check_parser() -> argparse.ArgumentParser:
     from micronet_export.parity import FP16_THRESHOLDS, FP32_THRESHOLDS, INT8_THRESHOLDS
 
-    p = argparse.ArgumentParser(prog="micronet-export check",
-                                description="Parity matrix as a CI gate: exit 0 when every cell holds, 1 otherwise.")
+    p = _Parser(prog="micronet-export check",
+                description="Parity matrix as a CI gate: exit 0 when every cell holds, 1 otherwise.")
     p.add_argument("--variants", default="m0")
     p.add_argument("--formats", default="onnx,tflite")
     p.add_argument("--precisions", default="fp32,int8")
@@ -269,9 +280,18 @@ def _check(argv: list[str]) -> int:
     p.add_argument("--int8-min-top1", type=float, help=f"default {INT8_THRESHOLDS.top1_agreement}")
     p.add_argument("--junit", help="write JUnit XML here")
     p.add_argument("--json", action="store_true")
-    _emulation_check_args(p)
-    args = p.parse_args(argv)
-    emulated = _emulated_check(args)
+    from micronet_export.emulate.cli_args import add_check_args
+
+    add_check_args(p)
+    return p
+
+
+def _check(args: argparse.Namespace) -> int:
+    from micronet_export.check import format_rows, run_check, write_junit
+    from micronet_export.emulate.cli_args import check_options
+    from micronet_export.export import ExportOptions
+    from micronet_export.parity import FP16_THRESHOLDS, FP32_THRESHOLDS, INT8_THRESHOLDS
+
     checkpoints, default_ckpt = {}, None
     for item in args.checkpoint:
         variant, sep, path = item.partition("=")
@@ -287,7 +307,7 @@ def _check(argv: list[str]) -> int:
     )
     logging.getLogger().setLevel(logging.INFO if sys.stderr.isatty() and not args.json else logging.WARNING)
     rows = run_check(args.variants, args.formats, args.precisions, checkpoints=checkpoints, base=base, output=args.output,
-                     emulated=emulated)
+                     emulated=check_options(args))
     if args.junit:
         write_junit(rows, args.junit)
     failed = [r for r in rows if not r["passed"]]
@@ -299,7 +319,15 @@ def _check(argv: list[str]) -> int:
     return 1 if failed else 0
 
 
-SUBCOMMANDS = {"info": _info, "export": _export, "evaluate": _evaluate, "profile": _profile, "check": _check}
+# name -> (parser, runner). tests/test_readme.py checks that README lists every one of these
+# sub-commands and every flag of their parsers.
+SUBCOMMANDS = {
+    "export": (_export_parser, _export),
+    "info": (_info_parser, _info),
+    "evaluate": (_evaluate_parser, _evaluate),
+    "profile": (_profile_parser, _profile),
+    "check": (_check_parser, _check),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -309,8 +337,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"micronet-export {__version__}")
         return 0
     command = argv.pop(0) if argv and argv[0] in SUBCOMMANDS else "export"
+    build_parser, run = SUBCOMMANDS[command]
     try:
-        return SUBCOMMANDS[command](argv)
+        return run(build_parser().parse_args(argv))
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -1,83 +1,88 @@
 """Top-1 / top-5 of PyTorch checkpoints, ONNX and TFLite artifacts on a labelled folder.
 
 Labelled data: ImageFolder (``DIR/<class>/<image>``) or a CSV of ``file,label`` (``--labels
-x.csv``, paths relative to DIR). Class indices: a class-names file (``--labels names.txt``, one
-name per line in index order), folder names that are integers, or else sorted folder names
-(torchvision's ImageFolder rule). Every target sees the same images through the one
-preprocessing function.
+x.csv``, paths relative to DIR). Labels map to class indices by the rules of
+:mod:`micronet_export.class_names`, against the class names the targets carry (artifact metadata,
+checkpoint card, ImageNet-1k for 1000 classes) or a names file (``--labels names.txt``). The
+input size is the artifacts', else the checkpoint card's, else 224. Every target sees the same
+images through the one preprocessing function.
 """
 
 from __future__ import annotations
 
 import csv
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from micronet_export.class_names import ClassNames, LabelMapping, from_file, map_labels
 from micronet_export.errors import CalibrationError, UserError
+from micronet_export.evaluate_targets import Target, resolve_target
 from micronet_export.images import IMAGE_SUFFIXES, load_image
+from micronet_export.onnx_export import check_input_size
 
-log = logging.getLogger(__name__)
+DEFAULT_INPUT_SIZE = 224
 
 
 @dataclass
 class LabelledSet:
     paths: list[Path]
-    labels: np.ndarray
-    classes: list[str]
+    labels: np.ndarray  # class index per image
+    classes: int  # distinct labels in the data
+    rule: str  # which rule mapped the labels to class indices
 
 
-def _read_names(path: Path) -> list[str]:
-    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    if not names:
-        raise UserError(f"labels file {path} is empty")
-    return names
+@dataclass
+class _RawLabels:
+    paths: list[Path]
+    labels: list[str]
+    kind: str  # "folder" or "CSV label"
 
 
-def load_labelled(data: str | Path, labels: str | Path | None = None, limit: int | None = None) -> LabelledSet:
+def _read_csv(data: Path, labels: Path) -> _RawLabels:
+    paths, values = [], []
+    with labels.open(newline="") as f:
+        for row in csv.reader(f):
+            if not row or row[0].strip().lower() in ("file", "path", "filename"):
+                continue
+            if len(row) < 2:
+                raise UserError(f"{labels}: row {row!r} is not 'file,label'")
+            paths.append(data / row[0].strip())
+            values.append(row[1].strip())
+    return _RawLabels(paths, values, "CSV label")
+
+
+def _read_folders(data: Path) -> _RawLabels:
+    paths, values = [], []
+    for folder in sorted(p for p in data.iterdir() if p.is_dir()):
+        for f in sorted(folder.rglob("*")):
+            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
+                paths.append(f)
+                values.append(folder.name)
+    return _RawLabels(paths, values, "folder")
+
+
+def load_labelled(data: str | Path, labels: str | Path | None = None, limit: int | None = None,
+                  class_names: ClassNames | None = None) -> LabelledSet:
+    """Images and class indices; ``class_names`` are the models' (a names file overrides them)."""
     data = Path(data)
     if not data.is_dir():
         raise CalibrationError(f"data folder {data} does not exist or is not a folder")
     labels = Path(labels) if labels else None
     if labels is not None and not labels.is_file():
         raise UserError(f"labels file {labels} does not exist")
-    pairs: list[tuple[Path, str]] = []
-    if labels is not None and labels.suffix.lower() == ".csv":
-        with labels.open(newline="") as f:
-            for row in csv.reader(f):
-                if not row or row[0].strip().lower() in ("file", "path", "filename"):
-                    continue
-                if len(row) < 2:
-                    raise UserError(f"{labels}: row {row!r} is not 'file,label'")
-                pairs.append((data / row[0].strip(), row[1].strip()))
-        classes = sorted({lab for _, lab in pairs}, key=lambda s: (not s.isdigit(), int(s) if s.isdigit() else 0, s))
-    else:
-        for folder in sorted(p for p in data.iterdir() if p.is_dir()):
-            for f in sorted(folder.rglob("*")):
-                if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
-                    pairs.append((f, folder.name))
-        classes = sorted({lab for _, lab in pairs})
-    if not pairs:
+    is_csv = labels is not None and labels.suffix.lower() == ".csv"
+    raw = _read_csv(data, labels) if is_csv else _read_folders(data)
+    if not raw.paths:
         raise CalibrationError(f"no labelled images in {data} (expected {data}/<class>/<image> or --labels file.csv)")
-    if labels is not None and labels.suffix.lower() != ".csv":
-        classes = _read_names(labels)
-    index = {name: i for i, name in enumerate(classes)}
-    out_labels = []
-    for path, lab in pairs:
-        if lab in index:
-            out_labels.append(index[lab])
-        elif lab.isdigit() and (labels is None or labels.suffix.lower() == ".csv" or int(lab) < len(classes)):
-            out_labels.append(int(lab))
-        else:
-            raise UserError(f"unknown label {lab!r} for {path.name}; known: {', '.join(classes[:10])}"
-                            + (" …" if len(classes) > 10 else ""))
-    if all(name.isdigit() for name in classes) and labels is None:
-        out_labels = [int(lab) for _, lab in pairs]
+    if labels is not None and not is_csv:
+        class_names = from_file(labels)
+    mapping: LabelMapping = map_labels(raw.labels, class_names, raw.kind)
+    paths, indices = raw.paths, mapping.indices
     if limit:
-        pairs, out_labels = pairs[:limit], out_labels[:limit]
-    return LabelledSet([p for p, _ in pairs], np.asarray(out_labels, dtype=np.int64), classes)
+        paths, indices = paths[:limit], indices[:limit]
+    return LabelledSet(paths, indices, len(set(raw.labels)), mapping.rule)
 
 
 def load_images(paths: list[Path], input_size: int, progress: bool) -> np.ndarray:
@@ -95,39 +100,61 @@ def load_images(paths: list[Path], input_size: int, progress: bool) -> np.ndarra
     return np.stack(arrays)
 
 
-def artifact_input_size(target: str) -> int | None:
-    """Input size an artifact was exported for (None for a PyTorch target)."""
-    path = Path(target)
-    if path.suffix == ".onnx":
-        import onnx
+def choose_input_size(targets: list[Target], requested: int | None) -> tuple[int, str]:
+    """The one input size of this evaluation and where it comes from. An artifact's size is fixed;
+    a checkpoint's card size is what it was trained at."""
+    if requested is not None:
+        check_input_size(requested)
+    fixed = {t.spec: t.input_size for t in targets if t.size_is_fixed}
+    trained = {t.spec: t.input_size for t in targets if not t.size_is_fixed and t.input_size}
+    if requested is not None:
+        size, source = requested, "--input-size"
+    elif len(set(fixed.values())) > 1:
+        by_size = sorted(fixed.items(), key=lambda item: item[1])
+        (a, size_a), (b, size_b) = by_size[0], by_size[-1]
+        raise UserError(f"{Path(a).name} takes {size_a}x{size_a} input and {Path(b).name} {size_b}x{size_b}; "
+                        "evaluate artifacts of one size together")
+    elif fixed:
+        size, source = next(iter(fixed.values())), "the artifacts' input"
+    elif len(set(trained.values())) > 1:
+        raise UserError("the checkpoints' cards give different input sizes; pass --input-size")
+    elif trained:
+        size, source = next(iter(trained.values())), "the checkpoint card"
+    else:
+        size, source = DEFAULT_INPUT_SIZE, "default; no artifact or card gives one"
+    for spec, s in fixed.items():
+        if s != size:
+            raise UserError(f"{Path(spec).name} takes {s}x{s} input, but this evaluation runs at {size}x{size}"
+                            f" ({source}); evaluate artifacts of one size together")
+    for spec, s in trained.items():
+        if s != size and source != "--input-size":
+            raise UserError(f"{Path(spec).name} was trained at {s}x{s} (its card), the artifacts take {size}x{size}; "
+                            "pass --input-size to choose, or evaluate them separately")
+    return size, source
 
-        dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
-        return int(dims[2].dim_value)
-    if path.suffix == ".tflite":
-        from micronet_export.tflite_export import litert_interpreter
 
-        return int(litert_interpreter(path, xnnpack=False).get_input_details()[0]["shape"][1])
-    return None
-
-
-def predict(target: str, images: np.ndarray, *, variant: str, checkpoint: str | None, threads: int = 1) -> np.ndarray:
-    from micronet_export.runtimes import run_onnx, run_tflite, run_torch
-
-    path = Path(target)
-    if path.suffix == ".onnx":
-        return run_onnx(str(path), images, threads)
-    if path.suffix == ".tflite":
-        return run_tflite(path, images, threads)
-    from micronet_export.model import create_model
-
-    if path.suffix in (".pth", ".pt"):
-        return run_torch(create_model(variant, checkpoint=path, num_classes=None), images)
-    return run_torch(create_model(target, checkpoint=checkpoint, num_classes=None), images)
+def choose_class_names(targets: list[Target]) -> ClassNames | None:
+    named = [t for t in targets if t.class_names is not None]
+    for t in named[1:]:
+        if t.class_names.names != named[0].class_names.names:
+            raise UserError(f"{t.spec} and {named[0].spec} carry different class names "
+                            f"({', '.join(t.class_names.names[:3])}, … vs {', '.join(named[0].class_names.names[:3])}, …); "
+                            "evaluate them separately")
+    return named[0].class_names if named else None
 
 
 def topk_correct(logits: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     top = np.argsort(-logits, axis=1)[:, :k]
     return (top == labels[:, None]).any(axis=1)
+
+
+def _score(target: Target, images: np.ndarray, labels: np.ndarray, threads: int) -> dict:
+    logits = target.predict(images, threads)
+    if logits.shape[1] <= int(labels.max()):
+        raise UserError(f"{target.spec} has {logits.shape[1]} classes but the data has label {int(labels.max())}")
+    return {"target": target.spec, "images": int(len(images)), "prediction": logits.argmax(1),
+            "top1": float(np.mean(logits.argmax(1) == labels)),
+            "top5": float(np.mean(topk_correct(logits, labels, min(5, logits.shape[1]))))}
 
 
 def evaluate(
@@ -137,36 +164,24 @@ def evaluate(
     labels: str | Path | None = None,
     limit: int | None = None,
     input_size: int | None = None,
-    variant: str = "m0",
+    variant: str | None = None,
     checkpoint: str | None = None,
+    random_init: bool = False,
     threads: int = 1,
     progress: bool = False,
 ) -> dict:
     if not targets:
         raise UserError("nothing to evaluate: give a variant, a checkpoint, an .onnx or a .tflite")
-    for t in targets:
-        if Path(t).suffix in (".onnx", ".tflite", ".pth", ".pt") and not Path(t).is_file():
-            raise UserError(f"{t} does not exist")
-    sizes = {t: artifact_input_size(t) for t in targets}
-    known = {s for s in sizes.values() if s}
-    size = input_size or (known.pop() if len(known) == 1 else None) or 224
-    for t, s in sizes.items():
-        if s and s != size:
-            raise UserError(f"{Path(t).name} takes {s}x{s} input, but this evaluation runs at {size}x{size}"
-                            " (--input-size, or the other artifacts); evaluate artifacts of one size together")
-    dataset = load_labelled(data, labels, limit)
+    if limit is not None and limit < 1:
+        raise UserError(f"--limit must be a positive number of images, got {limit}")
+    resolved = [resolve_target(t, variant=variant, checkpoint=checkpoint, random_init=random_init) for t in targets]
+    size, size_source = choose_input_size(resolved, input_size)
+    dataset = load_labelled(data, labels, limit, choose_class_names(resolved))
     images = load_images(dataset.paths, size, progress)
-    rows, first = [], None
-    for t in targets:
-        logits = predict(t, images, variant=variant, checkpoint=checkpoint, threads=threads)
-        if logits.shape[1] <= int(dataset.labels.max()):
-            raise UserError(f"{t} has {logits.shape[1]} classes but the data has label {int(dataset.labels.max())}")
-        pred = logits.argmax(1)
-        row = {"target": t, "images": int(len(images)),
-               "top1": float(np.mean(pred == dataset.labels)),
-               "top5": float(np.mean(topk_correct(logits, dataset.labels, min(5, logits.shape[1]))))}
-        if first is None:
-            first = pred
-        row["agreement_with_first"] = float(np.mean(pred == first))
-        rows.append(row)
-    return {"data": str(data), "input_size": size, "classes": len(dataset.classes), "results": rows}
+    rows = [_score(t, images, dataset.labels, threads) for t in resolved]
+    first = rows[0]["prediction"]
+    for row in rows:
+        row["agreement_with_first"] = float(np.mean(row.pop("prediction") == first))
+    variant_weights = {t.spec: t.weights for t in resolved if t.named_by_variant}
+    return {"data": str(data), "input_size": size, "input_size_source": size_source, "label_rule": dataset.rule,
+            "variant_weights": variant_weights, "classes": dataset.classes, "results": rows}

@@ -1,17 +1,14 @@
 """The pipeline: model → ONNX → artifacts → parity checks → report.
 
-:func:`export` is what ``micronet-export --variant m0 --format onnx|tflite`` runs. Every artifact
-is written under a temporary name and renamed into place only when the whole run got that far,
-so an error leaves no partial file behind; existing artifacts are never overwritten without
-``force``.
+:func:`export` is what ``micronet-export --variant m0 --format onnx|tflite`` runs. The output
+folder is handled by :mod:`micronet_export.output`: every file is staged and renamed into place
+only when the whole run got that far, a failure leaves nothing behind, and an earlier run's
+artifacts are replaced only with ``force``.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -20,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from micronet_export.errors import OutputExistsError, ParityError, UserError
+from micronet_export.errors import CalibrationError, ParityError, UserError
 from micronet_export.images import DEFAULT_CALIBRATION_DIR, load_folder, project_path
 from micronet_export.int8.search import FALLBACKS, Int8Options, Int8Target
 from micronet_export.int8.stage import int8_stage
@@ -28,7 +25,8 @@ from micronet_export.metadata import artifact_metadata, set_onnx_metadata
 from micronet_export.model import create_model
 from micronet_export.model.checkpoint import sha256_file
 from micronet_export.model.micronet import get_variant
-from micronet_export.onnx_export import DEFAULT_OPSET, export_onnx, summarize_graph
+from micronet_export.onnx_export import DEFAULT_OPSET, check_input_size, export_onnx, summarize_graph
+from micronet_export.output import StagedOutput, artifact_names, check_existing, staged_output
 from micronet_export.parity import FP16_THRESHOLDS, FP32_THRESHOLDS, INT8_THRESHOLDS, Thresholds, check, conditioned
 from micronet_export.quantize import CALIBRATION_METHODS, per_layer_error
 from micronet_export.report import REPORT_JSON, REPORT_MD, ArtifactReport, Report, write_report
@@ -68,18 +66,8 @@ def checkpoint_card(checkpoint) -> dict:
         try:
             return json.loads(card.read_text())
         except ValueError:
-            log.warning("ignoring unreadable checkpoint card %s", card)
+            log.warning("warning: ignoring unreadable checkpoint card %s", card)
     return {}
-
-
-def artifact_names(variant: str) -> dict[str, str]:
-    return {
-        "onnx_fp32": f"micronet_{variant}.onnx",
-        "onnx_int8": f"micronet_{variant}_int8.onnx",
-        "tflite_fp32": f"micronet_{variant}_float32.tflite",
-        "tflite_fp16": f"micronet_{variant}_float16.tflite",
-        "tflite_int8": f"micronet_{variant}_int8.tflite",
-    }
 
 
 @dataclass
@@ -109,6 +97,8 @@ class ExportOptions:
     int8_target_top1: float | None = None
     keep_float: tuple[str, ...] = ()
     int8_fallback: str = "auto"
+    # Emulated ARM cores for the report's per-core fp32-vs-int8 answer (micronet_export.emulate).
+    emulate: tuple[str, ...] = ()
     force: bool = False
     per_layer: bool = True
     fail_on_parity: bool = True
@@ -117,8 +107,6 @@ class ExportOptions:
     int8_thresholds: Thresholds = INT8_THRESHOLDS
     progress: bool = False
     threads: int = 1
-    # Emulated ARM cores for the report's per-core fp32-vs-int8 answer (micronet_export.emulate).
-    emulate: tuple[str, ...] = ()
 
     def normalized(self) -> "ExportOptions":
         variant = get_variant(self.variant).name
@@ -126,7 +114,7 @@ class ExportOptions:
         if checkpoint is None and not self.random_init:
             checkpoint = default_checkpoint(variant)
         card = checkpoint_card(checkpoint)
-        input_size = self.input_size or int(card.get("input_size", 224))
+        input_size = self.input_size if self.input_size is not None else int(card.get("input_size", 224))
         calibration = self.calibration
         if calibration is None and card.get("calibration"):
             calibration = project_path(card["calibration"])
@@ -149,8 +137,7 @@ class ExportOptions:
             raise UserError(f"unknown --io-dtype {self.io_dtype!r}; valid: int8, uint8, float32")
         if not MIN_OPSET <= self.opset <= MAX_OPSET:
             raise UserError(f"--opset {self.opset} is not supported; use {MIN_OPSET}..{MAX_OPSET} (default {DEFAULT_OPSET})")
-        if input_size < 32 or input_size % 32:
-            raise UserError(f"--input-size must be a positive multiple of 32, got {input_size}")
+        check_input_size(input_size)
         output = Path(self.output) if self.output else Path("models") / variant
         return replace(self, variant=variant, output=output, checkpoint=checkpoint, input_size=input_size,
                        calibration=calibration)
@@ -184,49 +171,6 @@ class _Timer:
         self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
 
 
-def _check_existing(folder: Path, files: list[str], force: bool) -> None:
-    if folder.exists() and not folder.is_dir():
-        raise UserError(f"output path {folder} is not a folder")
-    existing = [f for f in files if (folder / f).exists()]
-    if existing and not force:
-        raise OutputExistsError(
-            f"{folder / existing[0]} already exists" + (f" (+{len(existing) - 1} more)" if len(existing) > 1 else "")
-            + "; pass --force to overwrite or --output to write elsewhere"
-        )
-
-
-def _prepare_output(folder: Path, files: list[str], force: bool) -> None:
-    _check_existing(folder, files, force)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create output folder {folder}: {exc.strerror or exc}") from None
-    if not folder.is_dir():
-        raise UserError(f"output path {folder} is not a folder")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise UserError(f"output folder {folder} is not writable; pick another with --output")
-
-
-@dataclass
-class References:
-    """The PyTorch logits every artifact is checked against, and the fp32 bounds they allow
-    (see :func:`parity.conditioned`: never tighter than float32 itself gets on those inputs)."""
-
-    fixed: np.ndarray
-    holdout: np.ndarray
-    fixed_logits: np.ndarray
-    holdout_logits: np.ndarray
-    fp32_fixed: Thresholds
-    fp32_holdout: Thresholds
-
-    @classmethod
-    def of(cls, model, fixed: np.ndarray, holdout: np.ndarray, fp32: Thresholds) -> "References":
-        fixed_logits, holdout_logits = run_torch(model, fixed), run_torch(model, holdout)
-        return cls(fixed, holdout, fixed_logits, holdout_logits,
-                   conditioned(fp32, fixed_logits, run_torch_float64(model, fixed)),
-                   conditioned(fp32, holdout_logits, run_torch_float64(model, holdout)))
-
-
 def split_calibration(arrays: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Deterministic split: every HOLDOUT_EVERY-th image (sorted by path) is held out."""
     idx = np.arange(len(arrays))
@@ -239,6 +183,79 @@ def fixed_inputs(input_size: int) -> np.ndarray:
     return rng.standard_normal((FIXED_INPUTS, 3, input_size, input_size)).astype(np.float32)
 
 
+@dataclass
+class ParityImages:
+    """The photos of a run: int8 ranges come from ``calibration``, parity also runs on
+    ``holdout`` (never calibrated on). Both are empty when a float run found no photos."""
+
+    calibration: np.ndarray
+    holdout: np.ndarray
+    summary: dict  # the report's "calibration" entry
+
+    @property
+    def has_photos(self) -> bool:
+        return len(self.holdout) > 0
+
+
+@dataclass
+class References:
+    """The PyTorch logits every artifact is checked against, and the fp32 bounds they allow
+    (see :func:`parity.conditioned`: never tighter than float32 itself gets on those inputs).
+    Without photos the fixed inputs stand in for the held-out ones."""
+
+    fixed: np.ndarray
+    holdout: np.ndarray
+    fixed_logits: np.ndarray
+    holdout_logits: np.ndarray
+    fp32_fixed: Thresholds
+    fp32_holdout: Thresholds
+
+    @classmethod
+    def of(cls, model, fixed: np.ndarray, holdout: np.ndarray, fp32: Thresholds) -> "References":
+        fixed_logits = run_torch(model, fixed)
+        fp32_fixed = conditioned(fp32, fixed_logits, run_torch_float64(model, fixed))
+        if not len(holdout):
+            return cls(fixed, fixed, fixed_logits, fixed_logits, fp32_fixed, fp32_fixed)
+        holdout_logits = run_torch(model, holdout)
+        return cls(fixed, holdout, fixed_logits, holdout_logits, fp32_fixed,
+                   conditioned(fp32, holdout_logits, run_torch_float64(model, holdout)))
+
+
+NO_PHOTOS_NOTE = (f"no calibration photos: parity ran on the {FIXED_INPUTS} fixed random inputs only; "
+                  "pass --calibration DIR to check on photos too")
+
+
+def parity_images(opts: ExportOptions, explicit: bool) -> ParityImages:
+    """The run's photos. A folder the user named must be usable; when the default one is not
+    (e.g. an install without calibration/), int8 stops and a float export goes on without."""
+    calib_dir = Path(opts.calibration) if opts.calibration else DEFAULT_CALIBRATION_DIR
+    try:
+        images = load_folder(calib_dir, input_size=opts.input_size, min_images=MIN_CALIBRATION_IMAGES,
+                             progress=opts.progress)
+    except CalibrationError as exc:
+        if explicit:
+            raise
+        if opts.int8:
+            raise CalibrationError(f"int8 needs calibration photos: {exc}; pass --calibration DIR (at least "
+                                   f"{MIN_CALIBRATION_IMAGES} photos like the ones the model will see)") from None
+        log.warning("warning: %s (%s)", NO_PHOTOS_NOTE, exc)
+        empty = np.zeros((0, 3, opts.input_size, opts.input_size), np.float32)
+        return ParityImages(empty, empty, {"dir": None, "images": 0, "holdout": 0, "note": NO_PHOTOS_NOTE})
+    calib, holdout = split_calibration(images.arrays)
+    summary = {"dir": str(calib_dir), "images": int(len(calib)), "holdout": int(len(holdout)),
+               "skipped": len(images.skipped), "non_image_files": len(images.ignored), "method": opts.calibration_method,
+               "skipped_files": [p.name for p, _ in images.skipped[:20]]}
+    return ParityImages(calib, holdout, summary)
+
+
+def _build_model(opts: ExportOptions):
+    model = create_model(opts.variant, checkpoint=opts.checkpoint, num_classes=None)
+    checkpoint = {"path": None, "sha256": None}
+    if opts.checkpoint:
+        checkpoint = {"path": str(opts.checkpoint), "sha256": sha256_file(opts.checkpoint)}
+    return model, checkpoint
+
+
 def export(options: ExportOptions) -> Report:
     """Run the pipeline; returns the report (also written as report.json / report.md).
 
@@ -248,106 +265,118 @@ def export(options: ExportOptions) -> Report:
     opts = options.normalized()
     names = artifact_names(opts.variant)
     out_dir = Path(opts.output)
-    planned = opts.planned()
-    artifact_files = [names[k] for k in planned] + [REPORT_JSON, REPORT_MD]
-    _check_existing(out_dir, artifact_files, opts.force)
-
+    files = [names[k] for k in opts.planned()] + [REPORT_JSON, REPORT_MD]
+    check_existing(out_dir, files, opts.force)  # before the slow steps; staged_output checks again
     timer = _Timer()
-    checkpoint = {"path": None, "sha256": None}
     with timer.stage("build model"):
-        model = create_model(opts.variant, checkpoint=opts.checkpoint, num_classes=None)
-        if opts.checkpoint:
-            checkpoint = {"path": str(opts.checkpoint), "sha256": sha256_file(opts.checkpoint)}
+        model, checkpoint = _build_model(opts)
     with timer.stage("load images"):
-        calib_dir = Path(opts.calibration) if opts.calibration else DEFAULT_CALIBRATION_DIR
-        images = load_folder(calib_dir, input_size=opts.input_size, min_images=MIN_CALIBRATION_IMAGES,
-                             progress=opts.progress)
-        calib, holdout = split_calibration(images.arrays)
-    _prepare_output(out_dir, artifact_files, opts.force)
-    report = Report(
-        variant=opts.variant, input_size=opts.input_size, checkpoint=checkpoint,
-        calibration={"dir": str(calib_dir), "images": int(len(calib)), "holdout": int(len(holdout)),
-                     "skipped": len(images.skipped), "method": opts.calibration_method,
-                     "skipped_files": [p.name for p, _ in images.skipped[:20]]},
-    )
-    labels = labels_for(opts.checkpoint, model.num_classes)
-
-    def metadata(layout: str, precision: str, quantization: str) -> dict[str, str]:
-        return artifact_metadata(variant=opts.variant, input_size=opts.input_size, layout=layout, precision=precision,
-                                 num_classes=model.num_classes, checkpoint_sha256=checkpoint["sha256"],
-                                 quantization=quantization, labels=labels)
-
-    staging = Path(tempfile.mkdtemp(prefix=".micronet-export-", dir=out_dir))
-    try:
-        with timer.stage("reference logits"):
-            refs = References.of(model, fixed_inputs(opts.input_size), holdout, opts.fp32_thresholds)
-        with timer.stage("onnx export"):
-            fp32 = export_onnx(model, input_size=opts.input_size, opset=opts.opset, dynamic_batch=opts.dynamic_batch)
-            set_onnx_metadata(fp32, metadata("NCHW", "fp32", "none"))
-            onnx.save(fp32, staging / names["onnx_fp32"])
-        with timer.stage("onnx parity"):
-            session = onnx_session(staging / names["onnx_fp32"], opts.threads)
-            ort_holdout = run_onnx(session, holdout)
-            art = _onnx_artifact(staging / names["onnx_fp32"], fp32, "fp32", out_dir)
-            art.parity = [
-                check(run_onnx(session, refs.fixed), refs.fixed_logits, refs.fp32_fixed, reference="pytorch",
-                      inputs="fixed random").as_dict(),
-                check(ort_holdout, refs.holdout_logits, refs.fp32_holdout, reference="pytorch",
-                      inputs="held-out images").as_dict(),
-            ]
-            report.artifacts.append(art)
-        reference_of = lambda images: run_torch(model, images)  # noqa: E731 - float logits to match
-        if "onnx_int8" in planned:
-            with timer.stage("onnx int8 quantization"):
-                stage = int8_stage("onnxruntime", fp32, calib, reference_of, opts.int8_options(),
-                                   op_types=ORT_INT8_OPS[opts.ort_int8_ops], threads=opts.threads,
-                                   calibration_method=opts.calibration_method)
-                int8 = stage.artifact
-                scope = "Conv/Gemm" if opts.ort_int8_ops == "conv" else "every op"
-                set_onnx_metadata(int8, metadata(
-                    "NCHW", "int8", f"onnxruntime static QDQ ({scope}), uint8 activations and per-channel int8 weights "
-                    f"(float: convs ORT runs slower in int8{stage_islands(stage)}), {stage.plan.ranges} ranges from "
-                    f"{len(calib)} images"))
-                onnx.save(int8, staging / names["onnx_int8"])
-            with timer.stage("onnx int8 parity"):
-                art = _onnx_artifact(staging / names["onnx_int8"], int8, "int8", out_dir)
-                got = run_onnx(onnx_session(staging / names["onnx_int8"], opts.threads), holdout)
-                art.parity = [check(got, ort_holdout, opts.int8_thresholds, reference="onnxruntime fp32",
-                                    inputs="held-out images").as_dict()]
-                art.int8 = stage.summary
-                if opts.per_layer:
-                    art.per_layer = per_layer_error(fp32, int8, holdout[:8])
-                report.artifacts.append(art)
-        if opts.format == "tflite":
-            from micronet_export.tflite_export import tflite_artifacts
-
-            stage = None
-            if opts.int8:
-                with timer.stage("tflite int8 quantization"):
-                    stage = int8_stage("tflite", fp32, calib, reference_of, opts.int8_options(), io_dtype=opts.io_dtype,
-                                       threads=opts.threads, per_layer_images=holdout[:8] if opts.per_layer else None)
-            report.artifacts.extend(tflite_artifacts(fp32, opts, staging, out_dir, names, calib, refs, metadata, timer,
-                                                     int8=stage))
-        keep = [names[k] for k in planned]
-        for name in keep:
-            os.replace(staging / name, out_dir / name)
+        images = parity_images(opts, explicit=options.calibration is not None)
+    with staged_output(out_dir, files, opts.force) as out:
+        report = Report(variant=opts.variant, input_size=opts.input_size, checkpoint=checkpoint,
+                        calibration=images.summary, removed_stale=[p.name for p in out.stale])
+        fp32 = _write_artifacts(opts, model, images, out, report, timer)
         if opts.emulate and opts.format == "tflite":
             from micronet_export.emulate.advice import add_core_answers
 
             with timer.stage("emulated arm answers"):
-                add_core_answers(report, opts, fp32, calib, out_dir)
+                add_core_answers(report, opts, fp32, images.calibration, out.staging)
         report.timings_s = timer.timings
-        write_report(report, out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        out.path(REPORT_JSON)
+        write_report(report, out.staging)
     if not report.passed and opts.fail_on_parity:
         raise ParityError("parity failed: " + "; ".join(report.failures()[:3]) + f" (see {out_dir / REPORT_MD})", report)
     return report
 
 
-def stage_islands(stage) -> str:
-    units = stage.plan.float_units
-    return f"; float islands: {', '.join(units)}" if units else ""
+def _write_artifacts(opts: ExportOptions, model, images: ParityImages, out: StagedOutput, report: Report,
+                     timer: _Timer) -> onnx.ModelProto:
+    """Every artifact of the run into ``out``; returns the fp32 ONNX graph (the later stages' input)."""
+    names, staging, planned = artifact_names(opts.variant), out.staging, opts.planned()
+    labels = labels_for(opts.checkpoint, model.num_classes)
+
+    def metadata(layout: str, precision: str, quantization: str) -> dict[str, str]:
+        return artifact_metadata(variant=opts.variant, input_size=opts.input_size, layout=layout, precision=precision,
+                                 num_classes=model.num_classes, checkpoint_sha256=report.checkpoint["sha256"],
+                                 quantization=quantization, labels=labels)
+
+    with timer.stage("reference logits"):
+        refs = References.of(model, fixed_inputs(opts.input_size), images.holdout, opts.fp32_thresholds)
+    with timer.stage("onnx export"):
+        fp32 = export_onnx(model, input_size=opts.input_size, opset=opts.opset, dynamic_batch=opts.dynamic_batch)
+        set_onnx_metadata(fp32, metadata("NCHW", "fp32", "none"))
+        onnx.save(fp32, out.path(names["onnx_fp32"]))
+    with timer.stage("onnx parity"):
+        session = onnx_session(staging / names["onnx_fp32"], opts.threads)
+        art = _onnx_artifact(staging / names["onnx_fp32"], fp32, "fp32", out.folder)
+        art.parity = [check(run_onnx(session, refs.fixed), refs.fixed_logits, refs.fp32_fixed, reference="pytorch",
+                            inputs="fixed random").as_dict()]
+        ort_holdout = run_onnx(session, images.holdout) if images.has_photos else None
+        if images.has_photos:
+            art.parity.append(check(ort_holdout, refs.holdout_logits, refs.fp32_holdout, reference="pytorch",
+                                    inputs="held-out images").as_dict())
+        else:
+            art.notes.append(NO_PHOTOS_NOTE)
+        report.artifacts.append(art)
+    reference_of = lambda x: run_torch(model, x)  # noqa: E731 - the float logits int8 must keep
+    if "onnx_int8" in planned:
+        report.artifacts.append(_onnx_int8(opts, fp32, images, ort_holdout, reference_of, out.path(names["onnx_int8"]),
+                                           out.folder, metadata, timer))
+    if opts.format == "tflite":
+        from micronet_export.tflite_export import tflite_artifacts
+
+        stage = None
+        if opts.int8:
+            with timer.stage("tflite int8 quantization"):
+                stage = int8_stage("tflite", fp32, images.calibration, reference_of, opts.int8_options(),
+                                   io_dtype=opts.io_dtype, threads=opts.threads,
+                                   per_layer_images=images.holdout[:8] if opts.per_layer else None)
+        out.path(next(names[k] for k in planned if k.startswith("tflite")))  # written inside tflite_artifacts
+        arts = tflite_artifacts(fp32, opts, staging, out.folder, names, images.calibration, refs, metadata, timer,
+                                int8=stage)
+        if not images.has_photos:
+            for art in arts:
+                _parity_on_fixed_inputs_only(art)
+        report.artifacts.extend(arts)
+    return fp32
+
+
+def _onnx_int8(opts: ExportOptions, fp32: onnx.ModelProto, images: ParityImages, ort_holdout: np.ndarray,
+               reference_of, path: Path, out_dir: Path, metadata, timer: _Timer) -> ArtifactReport:
+    calib = images.calibration
+    with timer.stage("onnx int8 quantization"):
+        stage = int8_stage("onnxruntime", fp32, calib, reference_of, opts.int8_options(),
+                           op_types=ORT_INT8_OPS[opts.ort_int8_ops], threads=opts.threads,
+                           calibration_method=opts.calibration_method)
+        int8 = stage.artifact
+        scope = "Conv/Gemm" if opts.ort_int8_ops == "conv" else "every op"
+        islands = f"; float islands: {', '.join(stage.plan.float_units)}" if stage.plan.float_units else ""
+        set_onnx_metadata(int8, metadata(
+            "NCHW", "int8", f"onnxruntime static QDQ ({scope}), uint8 activations and per-channel int8 weights "
+            f"(float: convs ORT runs slower in int8{islands}), {stage.plan.ranges} ranges from {len(calib)} images"))
+        onnx.save(int8, path)
+    with timer.stage("onnx int8 parity"):
+        art = _onnx_artifact(path, int8, "int8", out_dir)
+        got = run_onnx(onnx_session(path, opts.threads), images.holdout)
+        art.parity = [check(got, ort_holdout, opts.int8_thresholds, reference="onnxruntime fp32",
+                            inputs="held-out images").as_dict()]
+        art.int8 = stage.summary
+        if opts.per_layer:
+            art.per_layer = per_layer_error(fp32, int8, images.holdout[:8])
+    return art
+
+
+def _parity_on_fixed_inputs_only(art: ArtifactReport) -> None:
+    """Without photos the TFLite checks ran the fixed random inputs in the held-out images' slot:
+    name them as what they are, once each."""
+    seen, cells = set(), []
+    for cell in art.parity:
+        cell["inputs"] = cell["inputs"].replace("held-out images", "fixed random")
+        if (cell["reference"], cell["inputs"]) not in seen:
+            seen.add((cell["reference"], cell["inputs"]))
+            cells.append(cell)
+    art.parity = cells
+    art.notes.append(NO_PHOTOS_NOTE)
 
 
 def labels_for(checkpoint, num_classes: int) -> str:

@@ -82,40 +82,48 @@ def load_image(path: str | Path, input_size: int = 224) -> np.ndarray:
         return preprocess(image, input_size)
 
 
+# Listings and notes that sit beside photos (SOURCES.csv, classes.txt): expected, so they alone
+# trigger no warning; any other non-image file among photos (.heic, .tiff) was probably meant
+# as one, and the warning says so.
+NOTE_SUFFIXES = (".txt", ".md", ".csv", ".tsv", ".json", ".rst", ".yaml", ".yml")
+
+
 @dataclass
 class ImageSet:
-    """Preprocessed images of a folder, with what was skipped and why."""
+    """Preprocessed images of a folder, with what was skipped and why, and what was ignored."""
 
     paths: list[Path]
     arrays: np.ndarray  # (N, 3, S, S) float32
-    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # image suffix, unreadable
+    ignored: list[Path] = field(default_factory=list)  # no image suffix
 
 
-def list_images(folder: str | Path) -> list[Path]:
+@dataclass
+class FolderListing:
+    images: list[Path]  # files with an image suffix, sorted by path
+    other_files: list[Path]  # every other file (hidden ones excluded)
+
+
+def list_folder(folder: str | Path) -> FolderListing:
     folder = Path(folder)
     if not folder.exists():
         raise CalibrationError(f"image folder {folder} does not exist")
     if not folder.is_dir():
         raise CalibrationError(f"{folder} is not a folder of images")
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+    return FolderListing(images, [p for p in files if p.suffix.lower() not in IMAGE_SUFFIXES])
 
 
-def load_folder(
-    folder: str | Path,
-    *,
-    input_size: int = 224,
-    min_images: int = 1,
-    limit: int | None = None,
-    progress: bool = False,
-) -> ImageSet:
-    """Every readable image under ``folder`` (sorted by path); unreadable ones are skipped."""
-    paths = list_images(folder)
-    if not paths:
-        raise CalibrationError(
-            f"no images in {folder} (looked for {', '.join(IMAGE_SUFFIXES)}); point --calibration at a folder of photos"
-        )
-    if limit is not None:
-        paths = paths[:limit]
+def list_images(folder: str | Path) -> list[Path]:
+    return list_folder(folder).images
+
+
+def _examples(paths: list[Path]) -> str:
+    return ", ".join(p.name for p in paths[:2]) + (", …" if len(paths) > 2 else "")
+
+
+def _read_all(paths: list[Path], input_size: int, progress: bool):
     kept, arrays, skipped = [], [], []
     iterator = paths
     if progress:
@@ -128,10 +136,33 @@ def load_folder(
             kept.append(path)
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
             skipped.append((path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
+    return kept, arrays, skipped
+
+
+def load_folder(
+    folder: str | Path,
+    *,
+    input_size: int = 224,
+    min_images: int = 1,
+    limit: int | None = None,
+    progress: bool = False,
+) -> ImageSet:
+    """Every readable image under ``folder`` (sorted by path); unreadable ones are skipped,
+    non-image files ignored, and both counted in one warning."""
+    listing = list_folder(folder)
+    others = listing.other_files
+    if not listing.images:
+        found = f"; found {len(others)} other file(s): {_examples(others)}" if others else ""
+        raise CalibrationError(f"no images in {folder} (looked for {', '.join(IMAGE_SUFFIXES)}{found})")
+    paths = listing.images[:limit] if limit is not None else listing.images
+    kept, arrays, skipped = _read_all(paths, input_size, progress)
     if len(kept) < min_images:
-        raise CalibrationError(
-            f"{folder} has {len(kept)} readable image(s) ({len(skipped)} unreadable); at least {min_images} needed"
-        )
-    if skipped:
-        log.warning("skipped %d unreadable image(s) in %s, e.g. %s", len(skipped), folder, skipped[0][0].name)
-    return ImageSet(kept, np.stack(arrays).astype(np.float32), skipped)
+        ignored = f", {len(others)} non-image file(s) ignored" if others else ""
+        raise CalibrationError(f"{folder} has {len(kept)} readable image(s) ({len(skipped)} unreadable{ignored}); "
+                               f"at least {min_images} needed")
+    unexpected = [p for p in others if p.suffix.lower() not in NOTE_SUFFIXES]
+    if skipped or unexpected:
+        log.warning("warning: skipped %d unreadable image(s)%s and %d non-image file(s)%s in %s", len(skipped),
+                    f" ({_examples([p for p, _ in skipped])})" if skipped else "", len(others),
+                    f" ({_examples(others)})" if others else "", folder)
+    return ImageSet(kept, np.stack(arrays).astype(np.float32), skipped, others)

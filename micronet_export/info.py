@@ -9,7 +9,7 @@ import torch.nn as nn
 from micronet_export.model import create_model, get_variant
 from micronet_export.model.blocks import DYShiftMax
 from micronet_export.model.stats import count_madds, count_params
-from micronet_export.onnx_export import DEFAULT_OPSET, export_onnx, summarize_graph
+from micronet_export.onnx_export import DEFAULT_OPSET, check_input_size, export_onnx, summarize_graph
 
 
 def layer_counts(model: nn.Module) -> dict[str, int]:
@@ -27,6 +27,7 @@ def layer_counts(model: nn.Module) -> dict[str, int]:
 
 def variant_info(variant: str, *, input_size: int = 224, opset: int = DEFAULT_OPSET) -> dict:
     cfg = get_variant(variant)
+    check_input_size(input_size)
     model = create_model(cfg.name)
     madds = count_madds(model, input_size)
     graph = summarize_graph(export_onnx(model, input_size=input_size, opset=opset))

@@ -83,19 +83,20 @@ def read_metadata(path: str | Path) -> dict[str, str]:
         try:
             model = onnx.load(str(path), load_external_data=False)
         except Exception:  # noqa: BLE001 - any parse failure is "not an ONNX model"
-            raise UserError(f"{path} is not a readable ONNX model") from None
+            raise UserError(f"{path} is not a readable ONNX model (truncated or not an .onnx file?)") from None
         return {p.key: p.value for p in model.metadata_props}
     if path.suffix == ".tflite":
         schema, _ = _tflite_schema()
 
-        data = path.read_bytes()
-        try:
-            model = schema.Model.GetRootAs(data, 0)
-            entries = [(model.Metadata(i).Name().decode(), model.Metadata(i).Buffer()) for i in range(model.MetadataLength())]
-        except Exception:  # noqa: BLE001
-            raise UserError(f"{path} is not a readable TFLite model") from None
-        for name, index in entries:
-            if name == TFLITE_METADATA_NAME:
-                return json.loads(bytes(model.Buffers(index).DataAsNumpy()).decode())
+        from micronet_export.tflite_export import litert_interpreter
+
+        try:  # the interpreter verifies the whole flatbuffer; our reads below are lazy (struct.error)
+            litert_interpreter(path, xnnpack=False)
+            model = schema.Model.GetRootAs(path.read_bytes(), 0)
+            for i in range(model.MetadataLength()):
+                if model.Metadata(i).Name().decode() == TFLITE_METADATA_NAME:
+                    return json.loads(bytes(model.Buffers(model.Metadata(i).Buffer()).DataAsNumpy()).decode())
+        except Exception:  # noqa: BLE001 - any parse failure is "not a TFLite model"
+            raise UserError(f"{path} is not a readable TFLite model (truncated or not a .tflite file?)") from None
         return {}
     raise UserError(f"{path.name}: info reads .onnx and .tflite artifacts (or --variant m0..m3)")

@@ -89,8 +89,7 @@ def to_onnx_model(
     """The raw ``torch.onnx.export`` graph (no simplification), as a ModelProto in memory."""
     import io
 
-    if input_size % 32 != 0 or input_size < 32:
-        raise UserError(f"input size must be a positive multiple of 32, got {input_size}")
+    check_input_size(input_size)
     buf = io.BytesIO()
     dummy = torch.zeros(1, 3, input_size, input_size)
     with warnings.catch_warnings():
@@ -118,6 +117,12 @@ def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
         log.warning("onnxsim could not validate the simplified graph; keeping the exported one")
         return model
     return simplified
+
+
+def check_input_size(input_size: int) -> None:
+    """MicroNet downsamples by 32: other sizes break its stride-2 stages."""
+    if input_size < 32 or input_size % 32:
+        raise UserError(f"--input-size must be a positive multiple of 32, got {input_size}")
 
 
 def export_onnx(

@@ -6,7 +6,10 @@ Schema (see DESIGN.md)::
      "calibration": {...}, "artifacts": [{"path", "format", "precision", "size_bytes",
      "ops": {op: count}, "io": {...}, "graph": {...}, "parity": [{"reference", "inputs",
      "metrics", "thresholds", "passed", "failures"}], "per_layer": [...]}],
-     "timings_s": {stage: seconds}, "passed"}
+     "removed_stale": [file names], "timings_s": {stage: seconds}, "passed"}
+
+``removed_stale``: artifacts of an earlier run in the output folder that this run did not write
+and removed (``--force``), so that the folder holds exactly what the report describes.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ class Report:
     checkpoint: dict
     calibration: dict = field(default_factory=dict)
     artifacts: list[ArtifactReport] = field(default_factory=list)
+    removed_stale: list[str] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
     # Per-core fp32-vs-int8 answer from emulated ARM (export --emulate); empty otherwise.
     emulation: dict = field(default_factory=dict)
@@ -79,6 +83,7 @@ class Report:
             "checkpoint": self.checkpoint,
             "calibration": self.calibration,
             "artifacts": [a.as_dict() for a in self.artifacts],
+            "removed_stale": self.removed_stale,
             "timings_s": {k: round(v, 3) for k, v in self.timings_s.items()},
             "passed": self.passed,
             **({"emulation": self.emulation} if self.emulation else {}),
@@ -123,10 +128,15 @@ def to_markdown(report: Report) -> str:
            f"- input: 1x3x{report.input_size}x{report.input_size} (ONNX NCHW), tool {__version__}",
            f"- checkpoint: {report.checkpoint.get('path') or 'none (random init)'}"
            + (f" (sha256 {report.checkpoint['sha256'][:16]}…)" if report.checkpoint.get("sha256") else "")]
-    if report.calibration:
-        c = report.calibration
+    c = report.calibration
+    if c.get("dir"):
         out.append(f"- calibration: {c.get('images')} images from {c.get('dir')} ({c.get('method')}),"
                    f" {c.get('skipped', 0)} skipped; parity on {c.get('holdout')} held-out images")
+    elif c.get("note"):
+        out.append(f"- calibration: {c['note']}")
+    if report.removed_stale:
+        out.append("- removed artifacts of an earlier run that this run did not write (--force): "
+                   + ", ".join(report.removed_stale))
     out += ["", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     out += ["| " + " | ".join(r) + " |" for r in summary_rows(report)]
     for a in report.artifacts:

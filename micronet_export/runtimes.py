@@ -55,8 +55,10 @@ RUNNER = Path(__file__).resolve().parent / "profile" / "runner.py"
 def run_tflite(model: str | Path, batch: np.ndarray, threads: int = 1) -> np.ndarray:
     """LiteRT (XNNPACK) in this process; int8/uint8 I/O (de)quantized with the model's params."""
     from micronet_export.profile.runner import TFLiteModel
+    from micronet_export.tflite_export import quiet_native_output
 
-    m = TFLiteModel("litert", str(model), threads)
+    with quiet_native_output(stdout=False):  # LiteRT's "INFO: Created ... XNNPACK delegate" line
+        m = TFLiteModel("litert", str(model), threads)
     outs = []
     for sample in batch:
         m.set_input(sample)

@@ -7,6 +7,8 @@ import pytest
 import torch
 
 from micronet_export.model.random_weights import randomize, recalibrate_bn  # noqa: F401 - fixtures' helpers
+from micronet_export.export import ExportOptions, artifact_names, export
+from micronet_export.images import project_path
 
 REFERENCE = Path(__file__).parent / "data" / "reference"
 VARIANTS = ("m0", "m1", "m2", "m3")
@@ -37,3 +39,35 @@ def reference_logits(variant: str) -> torch.Tensor:
 
 def rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm())
+
+
+SHIPPED = project_path("models/micronet_m0_fashion_mnist.pth")
+
+
+def checkpoint_with_card(folder: Path, **changes) -> Path:
+    """A copy of the shipped checkpoint whose card (the .json beside it) differs by ``changes``."""
+    import shutil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    checkpoint = folder / "fashion.pth"
+    shutil.copy(SHIPPED, checkpoint)
+    card = json.loads(SHIPPED.with_suffix(".json").read_text())
+    checkpoint.with_suffix(".json").write_text(json.dumps({**card, **changes}))
+    return checkpoint
+
+
+def export_onnx_and_tflite_int8(out: Path) -> Path:
+    """The shipped checkpoint's int8 ONNX and int8 TFLite, gathered in ``out`` (each run in its
+    own folder: a folder holds one run, --force would replace the other's artifacts)."""
+    names = artifact_names("m0")
+    for fmt, key in (("onnx", "onnx_int8"), ("tflite", "tflite_int8")):
+        run_dir = out / f"run-{fmt}"
+        export(ExportOptions(variant="m0", format=fmt, int8=True, output=run_dir, per_layer=False, fail_on_parity=False))
+        for name in {names["onnx_fp32"], names[key]}:
+            (run_dir / name).replace(out / name)
+    return out
+
+
+@pytest.fixture(scope="session")
+def shipped_artifacts(tmp_path_factory):
+    return export_onnx_and_tflite_int8(tmp_path_factory.mktemp("shipped"))

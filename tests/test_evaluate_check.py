@@ -15,6 +15,7 @@ from micronet_export.export import ExportOptions, artifact_names, export
 from micronet_export.images import project_path
 from micronet_export.metadata import read_metadata
 
+from conftest import export_onnx_and_tflite_int8
 from test_cli import assert_one_line_error, run_cli
 
 SLICE = Path(__file__).parent / "data" / "fashion_mnist_slice"
@@ -24,14 +25,6 @@ TRAINED_MIN_TEST_TOP1 = 0.85
 # here on the committed 100-image slice.
 SLICE_MAX_INT8_DROP = 0.01
 SLICE_MIN_TOP1 = 0.80
-
-
-@pytest.fixture(scope="module")
-def shipped_artifacts(tmp_path_factory):
-    out = tmp_path_factory.mktemp("shipped")
-    export(ExportOptions(variant="m0", format="onnx", int8=True, output=out, per_layer=False, fail_on_parity=False))
-    export(ExportOptions(variant="m0", format="tflite", int8=True, output=out, force=True, fail_on_parity=False))
-    return out
 
 
 def test_shipped_checkpoint_is_trained():
@@ -106,8 +99,7 @@ def test_metadata_round_trips(shipped_artifacts):
 
 def test_two_exports_are_byte_identical(tmp_path, shipped_artifacts):
     names = artifact_names("m0")
-    export(ExportOptions(variant="m0", format="onnx", int8=True, output=tmp_path, per_layer=False, fail_on_parity=False))
-    export(ExportOptions(variant="m0", format="tflite", int8=True, output=tmp_path, force=True, fail_on_parity=False))
+    export_onnx_and_tflite_int8(tmp_path)
     for key in ("onnx_fp32", "onnx_int8", "tflite_int8"):
         assert (tmp_path / names[key]).read_bytes() == (shipped_artifacts / names[key]).read_bytes(), key
 

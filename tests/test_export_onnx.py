@@ -16,8 +16,8 @@ from micronet_export.export import ExportOptions, artifact_names, export
 from micronet_export.onnx_export import summarize_graph
 from micronet_export.parity import Thresholds
 
-from conftest import reference_checkpoint
-from test_cli import assert_one_line_error, run_cli
+from conftest import checkpoint_with_card, reference_checkpoint
+from test_cli import assert_one_line_error, run_cli, run_main
 
 FP32_MAX_ABS_REL = 1e-4
 
@@ -179,3 +179,45 @@ def test_existing_artifacts_cli(tmp_path):
 ])
 def test_option_errors_cli(tmp_path, args, fragment):
     assert_one_line_error(run_cli(*args, "--output", str(tmp_path / "o")), fragment)
+
+
+def test_force_replaces_an_earlier_run(tmp_path, capfd):
+    earlier = {"micronet_m0_int8.tflite": b"an earlier 64 px 10-class int8 model", "micronet_m1.onnx": b"m1",
+               "report.json": b"{}", "report.md": b"earlier"}
+    for name, data in earlier.items():
+        (tmp_path / name).write_bytes(data)
+    (tmp_path / "notes.txt").write_text("the user's own file: not the tool's to remove")
+    proc = run_main(capfd, "--variant", "m0", "--format", "onnx", "--output", str(tmp_path), "--force")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["micronet_m0.onnx", "notes.txt", "report.json", "report.md"]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["removed_stale"] == ["micronet_m0_int8.tflite", "micronet_m1.onnx"]
+    assert "removed an earlier run's artifacts (--force): micronet_m0_int8.tflite, micronet_m1.onnx" in proc.stdout
+    assert "micronet_m0_int8.tflite" in (tmp_path / "report.md").read_text()
+
+
+def test_float_export_needs_no_calibration_photos(tmp_path):
+    checkpoint = checkpoint_with_card(tmp_path / "weights", calibration=str(tmp_path / "no-photos-here"))
+    out = tmp_path / "out"
+    proc = run_cli("--variant", "m0", "--format", "onnx", "--checkpoint", str(checkpoint), "--output", str(out))
+    assert proc.returncode == 0, proc.stderr
+    warning, = proc.stderr.strip().splitlines()
+    assert warning.startswith("warning: no calibration photos: parity ran on the 2 fixed random inputs only")
+    report = json.loads((out / "report.json").read_text())
+    assert report["calibration"]["note"].startswith("no calibration photos") and report["calibration"]["dir"] is None
+    fp32, = report["artifacts"]
+    assert [cell["inputs"] for cell in fp32["parity"]] == ["fixed random"] and fp32["passed"]
+    assert fp32["parity"][0]["metrics"]["max_abs_rel"] <= FP32_MAX_ABS_REL
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_float_tflite_needs_no_calibration_photos(tmp_path, precision):
+    checkpoint = checkpoint_with_card(tmp_path / "weights", calibration=str(tmp_path / "no-photos-here"))
+    report = export(ExportOptions(variant="m0", format="tflite", fp16=precision == "fp16", checkpoint=checkpoint,
+                                  output=tmp_path / "out"))
+    tflite = report.artifacts[-1]
+    inputs = [cell["inputs"] for cell in tflite.parity]
+    assert inputs[0] == "fixed random (LiteRT)" and inputs[-1].startswith("fixed random (tflite-runtime ")
+    assert len(inputs) == len(set(inputs)) == 2 and tflite.passed
+    assert any(note.startswith("no calibration photos") for note in tflite.notes)

@@ -87,3 +87,24 @@ def test_empty_and_missing_folders(tmp_path):
         load_folder(tmp_path)
     with pytest.raises(CalibrationError, match="does not exist"):
         load_folder(tmp_path / "nope")
+
+
+def test_warning_counts_unreadable_images_and_non_image_files(tmp_path, caplog):
+    for i in range(3):
+        _rgb(i).save(tmp_path / f"ok{i}.png")
+    (tmp_path / "fake.jpg").write_text("not a jpeg")
+    (tmp_path / "photo.heic").write_bytes(b"an image format we do not read")
+    (tmp_path / "SOURCES.csv").write_text("file,licence\n")
+    images = load_folder(tmp_path, min_images=2)
+    assert [p.name for p in images.ignored] == ["SOURCES.csv", "photo.heic"]
+    warning, = [r.getMessage() for r in caplog.records]
+    assert warning == (f"warning: skipped 1 unreadable image(s) (fake.jpg) and 2 non-image file(s) "
+                       f"(SOURCES.csv, photo.heic) in {tmp_path}")
+
+
+def test_notes_beside_photos_alone_are_no_warning(tmp_path, caplog):
+    for i in range(2):
+        _rgb(i).save(tmp_path / f"ok{i}.png")
+    (tmp_path / "classes.txt").write_text("a\nb\n")
+    assert len(load_folder(tmp_path).ignored) == 1
+    assert caplog.records == []

@@ -70,8 +70,8 @@ def core_answers(fp32_artifact: Path, int8_artifact: Path, cores: list[Core]) ->
 
 
 def add_core_answers(report, opts, fp32_onnx, calibration, out_dir: Path) -> None:
-    """The export hook: fp32 and int8 TFLite of this run's model (the one this run did not
-    write is converted into a temporary folder) → ``report.emulation``."""
+    """The export hook: fp32 and int8 TFLite of this run's model (``out_dir`` holds what the run
+    wrote; the one it did not write is converted into a temporary folder) → ``report.emulation``."""
     from micronet_export.emulate.cores import parse_cores
 
     try:
@@ -94,8 +94,9 @@ def _answers_for_export(report, opts, fp32_onnx, calibration, out_dir: Path, cor
     with tempfile.TemporaryDirectory(prefix="micronet-emu-advice-") as tmp:
         paths = {}
         for precision, key in (("fp32", "tflite_fp32"), ("int8", "tflite_int8")):
-            written = out_dir / names[key]
-            if any(Path(a.path) == written and a.precision == precision for a in report.artifacts):
+            written = out_dir / names[key]  # the run's staging folder while the export runs
+            if written.is_file() and any(Path(a.path).name == written.name and a.precision == precision
+                                         for a in report.artifacts):
                 paths[precision] = written
             else:
                 paths[precision] = Path(tmp) / names[key]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from micronet_export.errors import UserError
+from micronet_export.errors import CheckpointError, UserError
 from micronet_export.model.blocks import FORMULATIONS
 from micronet_export.model.checkpoint import load_into, read_state_dict
 from micronet_export.model.micronet import MicroNet, get_variant
@@ -14,7 +14,7 @@ from micronet_export.model.variants import VARIANTS, VariantConfig
 
 CLASSIFIER_WEIGHT = "classifier.2.linear.0.weight"
 
-__all__ = ["MicroNet", "VariantConfig", "create_model", "list_variants", "get_variant"]
+__all__ = ["MicroNet", "VariantConfig", "create_model", "list_variants", "get_variant", "variants_fitting"]
 
 
 def list_variants() -> list[str]:
@@ -51,7 +51,30 @@ def create_model(
         torch.manual_seed(seed)
         model = MicroNet(cfg, num_classes=int(num_classes))
     if state_dict is not None:
-        load_into(model, state_dict, str(checkpoint))
+        try:
+            load_into(model, state_dict, str(checkpoint))
+        except CheckpointError:
+            fits = [v for v in variants_fitting(state_dict) if v != cfg.name]
+            if not fits:
+                raise
+            raise CheckpointError(
+                f"checkpoint {checkpoint} holds MicroNet-{fits[0]} weights, not {cfg.name} (every tensor shape fits "
+                f"{fits[0]}): pass --variant {fits[0]}"
+            ) from None
     model.set_formulation(formulation)
     return model.eval()
 
+
+
+def _state_dict_shapes(variant: str, num_classes: int) -> dict[str, tuple[int, ...]]:
+    with torch.device("meta"):  # shapes only: no memory, no weight initialisation
+        model = MicroNet(get_variant(variant), num_classes=num_classes)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def variants_fitting(state_dict: dict[str, torch.Tensor]) -> list[str]:
+    """Variants whose every key and tensor shape a state_dict matches (its own class count)."""
+    head = state_dict.get(CLASSIFIER_WEIGHT)
+    num_classes = int(head.shape[0]) if head is not None and head.ndim == 2 else 1000
+    given = {k: tuple(v.shape) for k, v in state_dict.items()}
+    return [v for v in VARIANTS if _state_dict_shapes(v, num_classes) == given]

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import pickle
-import zipfile
+import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from micronet_export.errors import CheckpointError
 
 _WRAPPER_KEYS = ("state_dict", "model")
 _SHOWN_KEYS = 3
+_BLOCKED_GLOBAL = re.compile(r"GLOBAL\s+([\w.]+)")
 
 
 def sha256_file(path: str | Path) -> str:
@@ -30,23 +32,40 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def _load_refusal(path: Path, exc: Exception) -> CheckpointError:
+    """One line for a file ``torch.load(weights_only=True)`` refused or could not parse."""
+    text = str(exc)
+    blocked = _BLOCKED_GLOBAL.search(text)
+    if blocked:
+        # torch words this "Unsupported global: GLOBAL x.Y was not an allowed global" (zip
+        # format) or "unsupported GLOBAL x.Y whose module x is blocked" (legacy format):
+        # either way the file needs code execution to load, which we refuse on purpose.
+        return CheckpointError(
+            f"checkpoint {path} is refused for safety: it holds pickled Python code ({blocked.group(1)}), which "
+            "torch.load(weights_only=True) does not run; re-save it as a plain state_dict "
+            "(torch.save(model.state_dict(), PATH)) where you trust the code"
+        )
+    first = text.strip().splitlines()[0].split(". ")[0] if text.strip() else type(exc).__name__
+    if "PytorchStreamReader" in text:
+        first = "a damaged or truncated torch.save archive"
+    elif isinstance(exc, EOFError):
+        first = "empty or truncated file"
+    elif isinstance(exc, (pickle.UnpicklingError, KeyError, IndexError, TypeError, AttributeError)):
+        first = "not a torch.save file"  # the unpickler's own words (e.g. "KeyError: 101") mean nothing to a user
+    return CheckpointError(f"{path} is not a readable PyTorch checkpoint ({first})")
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The tensors of a checkpoint file, unwrapped and without a ``module.`` prefix."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist or is not a file")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "Unsupported global" in str(exc) or "This file can still be loaded" in str(exc):
-            raise CheckpointError(
-                f"checkpoint {path} contains pickled Python code, which is not loaded for safety "
-                "(torch.load weights_only=True); re-save it as a plain state_dict"
-            ) from None
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (unpickling failed)") from None
-    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({first})") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Detected pickle protocol 4": the error below says it better
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any file torch cannot read is the same user error
+        raise _load_refusal(path, exc) from None
     for key in _WRAPPER_KEYS:
         if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
             obj = obj[key]

@@ -1,0 +1,178 @@
+"""Issue 15's user mistakes at the command line: each one exits non-zero with exactly one
+``error:`` line, no traceback, and leaves every file and folder as it was.
+
+The CLI runs in a child process where the process matters (Ctrl-C, a full disk, one case of
+each command), else its main() runs in this process (``run_main``), which spares each case an
+interpreter start-up that imports torch."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from micronet_export.export import artifact_names
+from micronet_export.images import project_path
+
+from conftest import checkpoint_with_card, reference_checkpoint
+from test_cli import assert_one_line_error, run_cli, run_main, tree
+
+SHIPPED = project_path("models/micronet_m0_fashion_mnist.pth")
+SLICE = Path(__file__).parent / "data" / "fashion_mnist_slice"
+# A tmpfs this small holds no M0 model (the shipped one's ONNX is 1.6 MB): the write fails.
+SMALL_TMPFS = "512k"
+INTERRUPT_EXIT = 130
+
+
+def assert_untouched(proc, before: dict, folder: Path, *fragments: str) -> None:
+    assert_one_line_error(proc, *fragments)
+    assert tree(folder) == before
+
+
+class _PrintsWhenLoaded:
+    def __reduce__(self):
+        return (print, ("pickled code ran",))
+
+
+@pytest.mark.parametrize("command", ["export", "evaluate", "check"])
+def test_text_file_as_checkpoint(tmp_path, capfd, command):
+    hello = tmp_path / "hello.pth"
+    hello.write_text("hello\n")  # torch's unpickler said "KeyError: 101"
+    before = tree(tmp_path)
+    args = {
+        "export": ["--variant", "m0", "--format", "onnx", "--checkpoint", str(hello), "--output", str(tmp_path / "out")],
+        "evaluate": ["evaluate", str(hello), "--data", str(SLICE)],
+        "check": ["check", "--formats", "onnx", "--precisions", "fp32", "--checkpoint", str(hello),
+                  "--output", str(tmp_path / "check")],
+    }[command]
+    run = run_cli if command == "export" else lambda *a: run_main(capfd, *a)
+    assert_untouched(run(*args), before, tmp_path, f"{hello} is not a readable PyTorch checkpoint (not a torch.save file)")
+
+
+def test_pickled_code_checkpoint_is_refused_for_safety(tmp_path, capfd):
+    path = tmp_path / "pickled.pth"
+    torch.save({"state_dict": {}, "hook": _PrintsWhenLoaded()}, path, _use_new_zipfile_serialization=False)
+    before = tree(tmp_path)
+    proc = run_main(capfd, "--variant", "m0", "--format", "onnx", "--checkpoint", str(path),
+                    "--output", str(tmp_path / "out"))
+    assert_untouched(proc, before, tmp_path, "refused for safety", "pickled Python code (print)")
+    assert "pickled code ran" not in proc.stdout
+
+
+@pytest.mark.parametrize("command", ["export", "evaluate"])
+def test_m1_weights_as_m0_suggest_m1(tmp_path, capfd, command):
+    m1 = str(reference_checkpoint("m1"))
+    args = ["--variant", "m0", "--format", "onnx", "--checkpoint", m1, "--output", str(tmp_path / "out")] \
+        if command == "export" else ["evaluate", m1, "--variant", "m0", "--data", str(SLICE)]
+    assert_untouched(run_main(capfd, *args), {}, tmp_path, "holds MicroNet-m1 weights, not m0", "pass --variant m1")
+
+
+@pytest.mark.parametrize("args", [
+    ["--variant", "m0", "--format", "onnx"],  # was: exported at the default size
+    ["info", "--variant", "m0"],
+    ["evaluate", str(SHIPPED), "--data", str(SLICE)],
+    ["check", "--formats", "onnx", "--precisions", "fp32"],
+], ids=["export", "info", "evaluate", "check"])
+def test_input_size_zero(tmp_path, capfd, args):
+    proc = run_main(capfd, *args, "--input-size", "0", *(["--output", str(tmp_path / "out")] if "--format" in args else []))
+    assert_untouched(proc, {}, tmp_path, "--input-size must be a positive multiple of 32, got 0")
+
+
+def test_evaluate_variant_without_weights_is_refused(tmp_path):
+    assert_untouched(run_cli("evaluate", "m1", "--data", str(SLICE)), {}, tmp_path,
+                     "m1 has no shipped trained weights: pass --checkpoint PATH, or --random-init")
+
+
+def test_int8_without_calibration_photos_says_pass_calibration(tmp_path, capfd):
+    checkpoint = checkpoint_with_card(tmp_path / "weights", calibration=str(tmp_path / "photos-that-are-not-there"))
+    before = tree(tmp_path)
+    proc = run_main(capfd, "--variant", "m0", "--format", "onnx", "--int8", "--checkpoint", str(checkpoint),
+                   "--output", str(tmp_path / "out"))
+    assert_untouched(proc, before, tmp_path, "int8 needs calibration photos", "pass --calibration DIR")
+
+
+def test_folder_of_an_earlier_run_needs_force(tmp_path, capfd):
+    (tmp_path / "micronet_m0_int8.tflite").write_bytes(b"an earlier run")  # not a file this run writes
+    before = tree(tmp_path)
+    proc = run_main(capfd, "--variant", "m0", "--format", "onnx", "--output", str(tmp_path))
+    assert_untouched(proc, before, tmp_path, "micronet_m0_int8.tflite already exists", "--force")
+
+
+@pytest.fixture
+def truncated(tmp_path, shipped_artifacts) -> dict[str, Path]:
+    names = artifact_names("m0")
+    out = {}
+    for key in ("onnx_int8", "tflite_int8"):
+        data = (shipped_artifacts / names[key]).read_bytes()
+        out[key] = tmp_path / names[key]
+        out[key].write_bytes(data[: len(data) // 2])
+    return out
+
+
+@pytest.mark.parametrize("command", ["info", "evaluate"])
+@pytest.mark.parametrize("key,kind", [("tflite_int8", "TFLite"), ("onnx_int8", "ONNX")])
+def test_truncated_artifact(tmp_path, capfd, truncated, command, key, kind):
+    before = tree(tmp_path)
+    args = [command, str(truncated[key])] + (["--data", str(SLICE)] if command == "evaluate" else [])
+    # info on a truncated .tflite was a struct.error traceback
+    assert_untouched(run_main(capfd, *args), before, tmp_path, f"is not a readable {kind} model", "truncated")
+
+
+@pytest.mark.parametrize("folders,fragments", [
+    (["3_Bag", "1_Trouser"], ["'3_Bag' says class 3, but 'Bag' is class 8"]),
+    (["Bag", "Shoes"], ["'Shoes' is neither one of the class names of the checkpoint card"]),
+], ids=["number-contradicts-name", "unknown-name-among-names"])
+def test_evaluate_folders_that_contradict_the_class_names(tmp_path, capfd, folders, fragments):
+    images = sorted(SLICE.rglob("*.png"))
+    for folder, image in zip(folders, images):
+        (tmp_path / folder).mkdir()
+        shutil.copy(image, tmp_path / folder / image.name)
+    before = tree(tmp_path)
+    assert_untouched(run_main(capfd, "evaluate", str(SHIPPED), "--data", str(tmp_path)), before, tmp_path, *fragments)
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={SMALL_TMPFS}", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN): {proc.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+@pytest.mark.slow  # runs the export up to its first write (~10 s each)
+@pytest.mark.parametrize("output", ["new/nested", "."], ids=["folder-the-run-creates", "existing-folder"])
+def test_full_disk_is_one_line_and_leaves_nothing(small_tmpfs, output):
+    (small_tmpfs / "mine.txt").write_text("a file that was there before")
+    before = tree(small_tmpfs)
+    target = small_tmpfs / output
+    proc = run_cli("--variant", "m0", "--format", "onnx", "--output", str(target))
+    assert_untouched(proc, before, small_tmpfs, "no space left on device writing",
+                     f"{target / 'micronet_m0.onnx'}; free space or pick --output")
+
+
+def test_ctrl_c_leaves_nothing(tmp_path):
+    out = tmp_path / "new" / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "micronet_export.cli", "--variant", "m0", "--format", "tflite",
+                             "--output", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not out.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None, "the export ended before its output folder appeared"
+    os.kill(proc.pid, signal.SIGINT)  # what Ctrl-C sends, mid-run (the TFLite conversion takes seconds)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == INTERRUPT_EXIT
+    assert stderr.strip() == "error: interrupted"
+    assert tree(tmp_path) == {}
