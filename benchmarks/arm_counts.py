@@ -42,13 +42,13 @@ def export_pair(variant: str, size: int, tmp: Path) -> tuple[dict[str, Path], st
         checkpoint, weights = None, "shipped Fashion-MNIST checkpoint"
     else:
         checkpoint, weights = checkpoint_for(variant, tmp)
-    out = tmp / f"{variant}_{size}"
     paths = {}
     for precision in ("fp32", "int8"):
+        out = tmp / f"{variant}_{size}_{precision}"  # a folder holds one run's artifacts
         # The plain int8 model (no accuracy control): the question is how each core runs int8
         # kernels, and on random weights the accuracy control keeps most layers in float.
         export(ExportOptions(variant=variant, format="tflite", int8=precision == "int8", checkpoint=checkpoint,
-                             input_size=size, output=out, force=True, fail_on_parity=False, per_layer=False,
+                             input_size=size, output=out, fail_on_parity=False, per_layer=False,
                              int8_fallback="none"))
         paths[precision] = out / artifact_names(variant)["tflite_" + precision]
     return paths, weights

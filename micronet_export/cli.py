@@ -107,6 +107,8 @@ def _export_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-size", type=int, help="multiple of 32 (default: the checkpoint card's, else 224)")
     p.add_argument("--dynamic-batch", action="store_true", help="ONNX with a dynamic batch axis")
     p.add_argument("--io-dtype", default="int8", choices=("int8", "uint8", "float32"), help="int8 TFLite input/output type")
+    p.add_argument("--raw-pixels", action="store_true",
+                   help="TFLite int8 takes the RGB bytes 0..255 (mean/std folded into the model; --io-dtype uint8/int8)")
     p.add_argument("--int8-target-cosine", type=float,
                    help="int8 accuracy control: mean logit cosine to keep vs fp32 (default: --int8-min-cosine)")
     p.add_argument("--int8-target-top1", type=float, help="top-1 agreement to keep vs fp32 (default: --int8-min-top1)")
@@ -137,7 +139,8 @@ def _export_options(args: argparse.Namespace):
         variant=args.variant, format=args.format, int8=args.int8, fp16=args.fp16, checkpoint=args.checkpoint,
         random_init=args.random_init, calibration=args.calibration, output=args.output, opset=args.opset,
         input_size=args.input_size, dynamic_batch=args.dynamic_batch, calibration_method=args.calibration_method,
-        io_dtype=args.io_dtype, ort_int8_ops=args.ort_int8_ops, int8_target_cosine=args.int8_target_cosine,
+        io_dtype=args.io_dtype, raw_pixels=args.raw_pixels, ort_int8_ops=args.ort_int8_ops,
+        int8_target_cosine=args.int8_target_cosine,
         int8_target_top1=args.int8_target_top1, int8_fallback=args.int8_fallback,
         keep_float=tuple(m.strip() for m in args.keep_float.split(",") if m.strip()),
         emulate=export_cores(args.emulate, args.format), force=args.force, per_layer=not args.no_per_layer,

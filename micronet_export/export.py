@@ -11,152 +11,35 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
 
-from micronet_export.errors import CalibrationError, ParityError, UserError
-from micronet_export.images import DEFAULT_CALIBRATION_DIR, load_folder, project_path
-from micronet_export.int8.search import FALLBACKS, Int8Options, Int8Target
+from micronet_export.errors import CalibrationError, ParityError
+from micronet_export.images import DEFAULT_CALIBRATION_DIR, load_folder
 from micronet_export.int8.stage import int8_stage
 from micronet_export.metadata import artifact_metadata, set_onnx_metadata
 from micronet_export.model import create_model
 from micronet_export.model.checkpoint import sha256_file
-from micronet_export.model.micronet import get_variant
-from micronet_export.onnx_export import DEFAULT_OPSET, check_input_size, export_onnx, summarize_graph
+from micronet_export.onnx_export import export_onnx, summarize_graph
+from micronet_export.options import (  # noqa: F401 - the public names of the pipeline
+    DEFAULT_CHECKPOINTS, FORMATS, ORT_INT8_OPS, ExportOptions, checkpoint_card, default_checkpoint,
+)
 from micronet_export.output import StagedOutput, artifact_names, check_existing, staged_output
-from micronet_export.parity import FP16_THRESHOLDS, FP32_THRESHOLDS, INT8_THRESHOLDS, Thresholds, check, conditioned
-from micronet_export.quantize import CALIBRATION_METHODS, per_layer_error
+from micronet_export.parity import Thresholds, check, conditioned
+from micronet_export.quantize import per_layer_error
 from micronet_export.report import REPORT_JSON, REPORT_MD, ArtifactReport, Report, write_report
 from micronet_export.runtimes import onnx_session, run_onnx, run_torch, run_torch_float64
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("onnx", "tflite")
-ORT_INT8_OPS = {"conv": ("Conv", "Gemm"), "all": None}
 # One image in HOLDOUT_EVERY is kept out of calibration and used for int8 parity.
 HOLDOUT_EVERY = 5
 MIN_CALIBRATION_IMAGES = 10
 FIXED_INPUT_SEED = 20211011
 FIXED_INPUTS = 2
-# Opset 13 is the first with Split-as-input; the TorchScript exporter stops at 20.
-MIN_OPSET, MAX_OPSET = 13, 20
-
-
-# Shipped trained checkpoints, used when no --checkpoint is given (the "embedded defaults"):
-# a card beside each (same name, .json) records its input size, classes and calibration set.
-DEFAULT_CHECKPOINTS = {"m0": "models/micronet_m0_fashion_mnist.pth"}
-
-
-def default_checkpoint(variant: str) -> Path | None:
-    rel = DEFAULT_CHECKPOINTS.get(variant)
-    path = project_path(rel) if rel else None
-    return path if path is not None and path.is_file() else None
-
-
-def checkpoint_card(checkpoint) -> dict:
-    if not checkpoint:
-        return {}
-    card = Path(checkpoint).with_suffix(".json")
-    if card.is_file():
-        import json
-
-        try:
-            return json.loads(card.read_text())
-        except ValueError:
-            log.warning("warning: ignoring unreadable checkpoint card %s", card)
-    return {}
-
-
-@dataclass
-class ExportOptions:
-    variant: str = "m0"
-    format: str = "onnx"
-    int8: bool = False
-    fp16: bool = False
-    checkpoint: str | Path | None = None
-    calibration: str | Path | None = None
-    output: str | Path | None = None
-    opset: int = DEFAULT_OPSET
-    input_size: int | None = None  # None: the checkpoint card's, else 224
-    random_init: bool = False  # ignore the shipped default checkpoint
-    dynamic_batch: bool = False
-    calibration_method: str = "minmax"
-    # ORT int8 scope: "conv" quantizes Conv/Gemm (weights and their activations) and keeps the
-    # Dynamic Shift-Max elementwise math float; "all" quantizes every op. On the shipped M0
-    # "conv" was 2.2 top-1 points more accurate (measured with int8 activations, before uint8);
-    # at 224x224 it is also faster (1.64 vs 1.87 ms, benchmarks/results/ort_int8_breakdown.md).
-    ort_int8_ops: str = "conv"
-    io_dtype: str = "int8"
-    # int8 accuracy control (micronet_export.int8): the plain min/max model when it keeps the
-    # logits within the targets (default: the int8 parity thresholds), else better ranges,
-    # else the fewest float islands that do; "none" always ships the plain model.
-    int8_target_cosine: float | None = None
-    int8_target_top1: float | None = None
-    keep_float: tuple[str, ...] = ()
-    int8_fallback: str = "auto"
-    # Emulated ARM cores for the report's per-core fp32-vs-int8 answer (micronet_export.emulate).
-    emulate: tuple[str, ...] = ()
-    force: bool = False
-    per_layer: bool = True
-    fail_on_parity: bool = True
-    fp32_thresholds: Thresholds = FP32_THRESHOLDS
-    fp16_thresholds: Thresholds = FP16_THRESHOLDS
-    int8_thresholds: Thresholds = INT8_THRESHOLDS
-    progress: bool = False
-    threads: int = 1
-
-    def normalized(self) -> "ExportOptions":
-        variant = get_variant(self.variant).name
-        checkpoint = self.checkpoint
-        if checkpoint is None and not self.random_init:
-            checkpoint = default_checkpoint(variant)
-        card = checkpoint_card(checkpoint)
-        input_size = self.input_size if self.input_size is not None else int(card.get("input_size", 224))
-        calibration = self.calibration
-        if calibration is None and card.get("calibration"):
-            calibration = project_path(card["calibration"])
-        if self.format not in FORMATS:
-            raise UserError(f"unknown format {self.format!r}; valid: {', '.join(FORMATS)}")
-        if self.int8 and self.fp16:
-            raise UserError("--int8 and --fp16 exclude each other: pick one precision per run")
-        if self.fp16 and self.format != "tflite":
-            raise UserError("--fp16 is a TFLite precision; use --format tflite")
-        if self.calibration_method not in CALIBRATION_METHODS:
-            raise UserError(f"unknown calibration method {self.calibration_method!r}; valid: {', '.join(CALIBRATION_METHODS)}")
-        if self.ort_int8_ops not in ORT_INT8_OPS:
-            raise UserError(f"unknown --ort-int8-ops {self.ort_int8_ops!r}; valid: {', '.join(ORT_INT8_OPS)}")
-        if self.int8_fallback not in FALLBACKS:
-            raise UserError(f"unknown --int8-fallback {self.int8_fallback!r}; valid: {', '.join(FALLBACKS)}")
-        for name, value in (("--int8-target-cosine", self.int8_target_cosine), ("--int8-target-top1", self.int8_target_top1)):
-            if value is not None and not 0.0 < value <= 1.0:
-                raise UserError(f"{name} takes a number in (0, 1], got {value}")
-        if self.io_dtype not in ("int8", "uint8", "float32"):
-            raise UserError(f"unknown --io-dtype {self.io_dtype!r}; valid: int8, uint8, float32")
-        if not MIN_OPSET <= self.opset <= MAX_OPSET:
-            raise UserError(f"--opset {self.opset} is not supported; use {MIN_OPSET}..{MAX_OPSET} (default {DEFAULT_OPSET})")
-        check_input_size(input_size)
-        output = Path(self.output) if self.output else Path("models") / variant
-        return replace(self, variant=variant, output=output, checkpoint=checkpoint, input_size=input_size,
-                       calibration=calibration)
-
-    def int8_options(self) -> Int8Options:
-        cosine = self.int8_target_cosine if self.int8_target_cosine is not None else self.int8_thresholds.cosine_mean
-        top1 = self.int8_target_top1 if self.int8_target_top1 is not None else self.int8_thresholds.top1_agreement
-        return Int8Options(target=Int8Target(cosine=cosine if cosine is not None else 0.98,
-                                             top1=top1 if top1 is not None else 0.0),
-                           fallback=self.int8_fallback, keep_float=tuple(self.keep_float))
-
-    def planned(self) -> list[str]:
-        """Artifact keys this run writes, in order."""
-        keys = ["onnx_fp32"]
-        if self.format == "onnx" and self.int8:
-            keys.append("onnx_int8")
-        if self.format == "tflite":
-            keys.append("tflite_int8" if self.int8 else "tflite_fp16" if self.fp16 else "tflite_fp32")
-        return keys
 
 
 class _Timer:
@@ -298,7 +181,7 @@ def _write_artifacts(opts: ExportOptions, model, images: ParityImages, out: Stag
     def metadata(layout: str, precision: str, quantization: str) -> dict[str, str]:
         return artifact_metadata(variant=opts.variant, input_size=opts.input_size, layout=layout, precision=precision,
                                  num_classes=model.num_classes, checkpoint_sha256=report.checkpoint["sha256"],
-                                 quantization=quantization, labels=labels)
+                                 quantization=quantization, labels=labels, raw_pixels=opts.raw_pixels and layout == "NHWC")
 
     with timer.stage("reference logits"):
         refs = References.of(model, fixed_inputs(opts.input_size), images.holdout, opts.fp32_thresholds)
@@ -325,20 +208,33 @@ def _write_artifacts(opts: ExportOptions, model, images: ParityImages, out: Stag
     if opts.format == "tflite":
         from micronet_export.tflite_export import tflite_artifacts
 
-        stage = None
+        stage, graph = None, fp32
         if opts.int8:
             with timer.stage("tflite int8 quantization"):
-                stage = int8_stage("tflite", fp32, images.calibration, reference_of, opts.int8_options(),
-                                   io_dtype=opts.io_dtype, threads=opts.threads,
-                                   per_layer_images=images.holdout[:8] if opts.per_layer else None)
+                stage, graph = _tflite_int8(opts, fp32, images, reference_of)
         out.path(next(names[k] for k in planned if k.startswith("tflite")))  # written inside tflite_artifacts
-        arts = tflite_artifacts(fp32, opts, staging, out.folder, names, images.calibration, refs, metadata, timer,
+        arts = tflite_artifacts(graph, opts, staging, out.folder, names, images.calibration, refs, metadata, timer,
                                 int8=stage)
         if not images.has_photos:
             for art in arts:
                 _parity_on_fixed_inputs_only(art)
         report.artifacts.extend(arts)
     return fp32
+
+
+def _tflite_int8(opts: ExportOptions, fp32: onnx.ModelProto, images: ParityImages, reference_of):
+    """The TFLite int8 stage; with ``raw_pixels`` on the graph that takes RGB bytes (and photos
+    as bytes), pinned to an input scale of exactly 1."""
+    if not opts.raw_pixels:
+        return int8_stage("tflite", fp32, images.calibration, reference_of, opts.int8_options(), io_dtype=opts.io_dtype,
+                          threads=opts.threads, per_layer_images=images.holdout[:8] if opts.per_layer else None), fp32
+    from micronet_export.input_normalization import PIXEL_RANGE, fold_normalization, from_raw_pixels, to_raw_pixels
+
+    graph = fold_normalization(fp32)
+    stage = int8_stage("tflite", graph, to_raw_pixels(images.calibration), lambda x: reference_of(from_raw_pixels(x)),
+                       opts.int8_options(), io_dtype=opts.io_dtype, threads=opts.threads, input_range=PIXEL_RANGE,
+                       per_layer_images=to_raw_pixels(images.holdout[:8]) if opts.per_layer else None)
+    return stage, graph
 
 
 def _onnx_int8(opts: ExportOptions, fp32: onnx.ModelProto, images: ParityImages, ort_holdout: np.ndarray,

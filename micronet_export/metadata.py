@@ -19,9 +19,15 @@ from micronet_export.images import IMAGENET_MEAN, IMAGENET_STD
 TFLITE_METADATA_NAME = "micronet_export"
 
 
+RAW_PIXELS = "raw RGB 0..255 (normalisation inside the model)"
+NORMALISED_PIXELS = "normalised: (x / 255 - mean) / std"
+
+
 def artifact_metadata(*, variant: str, input_size: int, layout: str, precision: str, num_classes: int,
-                      checkpoint_sha256: str | None, quantization: str, labels: str) -> dict[str, str]:
+                      checkpoint_sha256: str | None, quantization: str, labels: str,
+                      raw_pixels: bool = False) -> dict[str, str]:
     """Flat string map (ONNX metadata_props are strings)."""
+    crop = f"resize shorter side to {round(input_size * 256 / 224)} (bilinear), centre crop {input_size}"
     return {
         "micronet.variant": variant,
         "micronet.input_size": str(input_size),
@@ -29,7 +35,9 @@ def artifact_metadata(*, variant: str, input_size: int, layout: str, precision: 
         "micronet.input_shape": json.dumps([1, 3, input_size, input_size] if layout == "NCHW" else [1, input_size, input_size, 3]),
         "micronet.mean": json.dumps(list(IMAGENET_MEAN)),
         "micronet.std": json.dumps(list(IMAGENET_STD)),
-        "micronet.preprocessing": f"resize shorter side to {round(input_size * 256 / 224)} (bilinear), centre crop {input_size}, /255, (x - mean) / std",
+        "micronet.preprocessing": (f"{crop}, then the RGB bytes as they are (mean/std folded into the model)"
+                                   if raw_pixels else f"{crop}, /255, (x - mean) / std"),
+        "micronet.input_pixels": RAW_PIXELS if raw_pixels else NORMALISED_PIXELS,
         "micronet.num_classes": str(num_classes),
         "micronet.labels": labels,
         "micronet.precision": precision,
@@ -48,6 +56,19 @@ def set_onnx_metadata(model, meta: dict[str, str]) -> None:
     model.producer_version = __version__
 
 
+def tflite_takes_raw_pixels(path: str | Path) -> bool:
+    """Whether a .tflite written by this tool takes raw RGB values (``--raw-pixels``). Reads
+    the metadata with LiteRT's own schema: no TensorFlow import on this hot path."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAs(Path(path).read_bytes(), 0)
+    for i in range(model.MetadataLength()):
+        if model.Metadata(i).Name().decode() == TFLITE_METADATA_NAME:
+            meta = json.loads(bytes(model.Buffers(model.Metadata(i).Buffer()).DataAsNumpy()).decode())
+            return meta.get("micronet.input_pixels") == RAW_PIXELS
+    return False
+
+
 def _tflite_schema():
     from micronet_export.tflite_export import _quiet_tf
 
@@ -58,10 +79,34 @@ def _tflite_schema():
     return schema, flatbuffer_utils
 
 
+INPUT_NAME, OUTPUT_NAME, SIGNATURE_KEY = "input", "logits", "serving_default"
+
+
+def _name_io(model, schema) -> None:
+    """The tensors and signature named as in the ONNX model: ``input`` -> ``logits`` (the
+    converter names the output after the traced function's ``Identity``)."""
+    graph = model.subgraphs[0]
+    graph.tensors[graph.inputs[0]].name = INPUT_NAME.encode()
+    graph.tensors[graph.outputs[0]].name = OUTPUT_NAME.encode()
+    signature = schema.SignatureDefT()
+    signature.signatureKey = SIGNATURE_KEY
+    signature.subgraphIndex = 0
+    signature.inputs, signature.outputs = [], []
+    for names, name, index in ((signature.inputs, INPUT_NAME, graph.inputs[0]),
+                               (signature.outputs, OUTPUT_NAME, graph.outputs[0])):
+        entry = schema.TensorMapT()
+        entry.name, entry.tensorIndex = name, int(index)
+        names.append(entry)
+    model.signatureDefs = [signature]
+
+
 def add_tflite_metadata(flatbuffer: bytes, meta: dict[str, str]) -> bytes:
+    """``flatbuffer`` carrying ``meta`` (JSON in a ``micronet_export`` metadata entry), with its
+    input and output named ``input`` / ``logits`` in the tensors and a signature."""
     schema, flatbuffer_utils = _tflite_schema()
 
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
+    _name_io(model, schema)
     model.metadata = [m for m in (model.metadata or []) if m.name.decode() != TFLITE_METADATA_NAME]
     buffer = schema.BufferT()
     buffer.data = list(json.dumps(meta, sort_keys=True).encode())

@@ -207,9 +207,16 @@ def m0_tflite(tmp_path_factory):
     from micronet_export.export import ExportOptions, export
 
     _require_qemu()
+    import shutil
+
+    from micronet_export.export import artifact_names
+
     out = tmp_path_factory.mktemp("emu-m0")
-    for int8 in (False, True):
-        export(ExportOptions(variant="m0", format="tflite", int8=int8, output=out, force=True, per_layer=False))
+    for key in ("tflite_fp32", "tflite_int8"):
+        # One folder per run (a folder holds one run's artifacts), then both side by side.
+        run = out / key
+        export(ExportOptions(variant="m0", format="tflite", int8=key == "tflite_int8", output=run, per_layer=False))
+        shutil.copy(run / artifact_names("m0")[key], out)
     return out
 
 

@@ -190,3 +190,60 @@ def test_hard_swish_stays_in_xnnpack_with_a_wide_classifier(photos, tmp_path):
     got = run_tflite(path, x)
     cos = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
     assert cos.mean() >= 0.8, cos
+
+
+def test_io_is_named_input_and_logits_with_a_signature(tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from micronet_export.export import ExportOptions, artifact_names, export
+
+    export(ExportOptions(variant="m0", format="tflite", output=tmp_path))
+    interp = Interpreter(model_path=str(tmp_path / artifact_names("m0")["tflite_fp32"]))
+    interp.allocate_tensors()
+    assert interp.get_signature_list() == {"serving_default": {"inputs": ["input"], "outputs": ["logits"]}}
+    assert [d["name"] for d in interp.get_output_details()] == ["logits"]
+    out = interp.get_signature_runner()(input=np.zeros((1, 64, 64, 3), np.float32))
+    assert out["logits"].shape == (1, 10)
+
+
+RAW_PIXELS_MIN_TOP1_AGREEMENT = 0.95  # issue 15: int8 on bytes vs fp32 on normalised pixels
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("io_dtype", ["uint8", "int8"])
+def test_raw_pixels_int8_takes_bytes_and_agrees_with_fp32(io_dtype, tmp_path):
+    import sys
+
+    from PIL import Image
+
+    from micronet_export.export import ExportOptions, artifact_names, export
+    from micronet_export.images import preprocess
+    from micronet_export.input_normalization import to_raw_pixels
+    from micronet_export.metadata import read_metadata
+    from micronet_export.profile.runner import TFLiteModel
+
+    sys.path.insert(0, str(project_path("models")))
+    from train_fashion_mnist import DATA, load_split
+
+    export(ExportOptions(variant="m0", format="tflite", int8=True, raw_pixels=True, io_dtype=io_dtype, output=tmp_path))
+    path = tmp_path / artifact_names("m0")["tflite_int8"]
+    io = io_details(path)
+    # Bytes in as they are: scale 1 and the zero point that maps 0..255 onto the type.
+    assert io["input"]["dtype"] == io_dtype and io["input"]["scale"] == 1.0
+    assert io["input"]["zero_point"] == (0 if io_dtype == "uint8" else -128)
+    assert "raw" in read_metadata(path)["micronet.input_pixels"]
+    if DATA.is_dir():
+        images = load_split("test")[0][:2000]
+        x = np.stack([preprocess(Image.fromarray(i, mode="L"), 64) for i in images]).astype(np.float32)
+    else:  # Debian's dataset-fashion-mnist (CI installs it); the calibration photos otherwise
+        x = load_folder(project_path("models/fashion_mnist_calibration"), input_size=64).arrays
+    raw = to_raw_pixels(x)
+    model = TFLiteModel("litert", str(path), 1)
+    offset = io["input"]["zero_point"]
+    got = []
+    for sample in raw:  # the bytes an app has, fed without any arithmetic but the type's offset
+        model.interp.set_tensor(model.inp["index"], (sample.transpose(1, 2, 0)[None] + offset).astype(io_dtype))
+        model.invoke()
+        got.append(model.output())
+    want = run_torch(create_model("m0", checkpoint=SHIPPED, num_classes=None), x)
+    assert (np.concatenate(got).argmax(1) == want.argmax(1)).mean() >= RAW_PIXELS_MIN_TOP1_AGREEMENT

@@ -51,13 +51,14 @@ def split_validation(calibration: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def int8_stage(runtime: str, fp32: onnx.ModelProto, calibration: np.ndarray, reference_of, options: Int8Options, *,
                io_dtype: str = "int8", op_types=("Conv", "Gemm"), threads: int = 1, per_layer_images=None,
-               calibration_method: str = "minmax") -> Int8Stage:
+               calibration_method: str = "minmax", input_range: tuple[float, float] | None = None) -> Int8Stage:
     """``reference_of(images)`` gives the float logits to match (PyTorch)."""
     stats_images, validation = split_validation(calibration)
     if runtime == "tflite":
         from micronet_export.int8.tflite_backend import TFLiteInt8Backend
 
-        backend = TFLiteInt8Backend(fp32, calibration, stats_images=stats_images, io_dtype=io_dtype, threads=threads)
+        backend = TFLiteInt8Backend(fp32, calibration, stats_images=stats_images, io_dtype=io_dtype, threads=threads,
+                                    input_range=input_range)
     else:
         from micronet_export.int8.ort_backend import OrtInt8Backend
 

@@ -72,8 +72,14 @@ def calibrated_ops(calibrated: bytes) -> tuple[list[CalibratedOp], list[StatTens
     return ops, stats
 
 
+def _input_index(flatbuffer: bytes) -> int:
+    return int(_schema().convert_bytearray_to_object(bytearray(flatbuffer)).subgraphs[0].inputs[0])
+
+
 def with_ranges(calibrated: bytes, ranges: dict[int, tuple[float, float]]) -> bytes:
     """``calibrated`` with the min/max of tensor ``index`` replaced by ``ranges[index]``."""
+    if not ranges:
+        return calibrated
     utils = _schema()
     model = utils.convert_bytearray_to_object(bytearray(calibrated))
     tensors = model.subgraphs[0].tensors
@@ -89,8 +95,11 @@ class TFLiteInt8Backend:
     name = "tflite"
 
     def __init__(self, fp32_onnx: onnx.ModelProto, calibration: np.ndarray, *, stats_images: np.ndarray | None = None,
-                 io_dtype: str = "int8", threads: int = 1) -> None:
+                 io_dtype: str = "int8", threads: int = 1, input_range: tuple[float, float] | None = None) -> None:
         self.calibrated = calibrate(fp32_onnx, calibration)
+        # Ranges no plan may change (raw pixels: 0..255 gives the input a scale of exactly 1).
+        self.pinned = {_input_index(self.calibrated): input_range} if input_range is not None else {}
+        self.calibrated = with_ranges(self.calibrated, self.pinned)
         self.ops, self.stat_tensors = calibrated_ops(self.calibrated)
         self.io_dtype = io_dtype
         self.threads = threads
@@ -114,7 +123,7 @@ class TFLiteInt8Backend:
         if method not in self._ranges:
             stats = self._collect() if method != "minmax" else {
                 t.index: TensorStats(t.low, t.high, np.zeros(1)) for t in self.stat_tensors}
-            self._ranges[method] = choose_ranges(stats, method)
+            self._ranges[method] = {**choose_ranges(stats, method), **self.pinned}
         return self._ranges[method]
 
     def _collect(self) -> dict[int, TensorStats]:

@@ -1,0 +1,142 @@
+"""What an export run is asked to do: :class:`ExportOptions`, checked and completed by
+:meth:`ExportOptions.normalized` (defaults from the checkpoint's card) before anything runs."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from micronet_export.errors import UserError
+from micronet_export.images import project_path
+from micronet_export.int8.search import FALLBACKS, Int8Options, Int8Target
+from micronet_export.model.micronet import get_variant
+from micronet_export.onnx_export import DEFAULT_OPSET, check_input_size
+from micronet_export.parity import FP16_THRESHOLDS, FP32_THRESHOLDS, INT8_THRESHOLDS, Thresholds
+from micronet_export.quantize import CALIBRATION_METHODS
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("onnx", "tflite")
+ORT_INT8_OPS = {"conv": ("Conv", "Gemm"), "all": None}
+# Opset 13 is the first with Split-as-input; the TorchScript exporter stops at 20.
+MIN_OPSET, MAX_OPSET = 13, 20
+
+
+# Shipped trained checkpoints, used when no --checkpoint is given (the "embedded defaults"):
+# a card beside each (same name, .json) records its input size, classes and calibration set.
+DEFAULT_CHECKPOINTS = {"m0": "models/micronet_m0_fashion_mnist.pth"}
+
+
+def default_checkpoint(variant: str) -> Path | None:
+    rel = DEFAULT_CHECKPOINTS.get(variant)
+    path = project_path(rel) if rel else None
+    return path if path is not None and path.is_file() else None
+
+
+def checkpoint_card(checkpoint) -> dict:
+    if not checkpoint:
+        return {}
+    card = Path(checkpoint).with_suffix(".json")
+    if card.is_file():
+        import json
+
+        try:
+            return json.loads(card.read_text())
+        except ValueError:
+            log.warning("warning: ignoring unreadable checkpoint card %s", card)
+    return {}
+
+
+@dataclass
+class ExportOptions:
+    variant: str = "m0"
+    format: str = "onnx"
+    int8: bool = False
+    fp16: bool = False
+    checkpoint: str | Path | None = None
+    calibration: str | Path | None = None
+    output: str | Path | None = None
+    opset: int = DEFAULT_OPSET
+    input_size: int | None = None  # None: the checkpoint card's, else 224
+    random_init: bool = False  # ignore the shipped default checkpoint
+    dynamic_batch: bool = False
+    calibration_method: str = "minmax"
+    # ORT int8 scope: "conv" quantizes Conv/Gemm (weights and their activations) and keeps the
+    # Dynamic Shift-Max elementwise math float; "all" quantizes every op. On the shipped M0
+    # "conv" was 2.2 top-1 points more accurate (measured with int8 activations, before uint8);
+    # at 224x224 it is also faster (1.64 vs 1.87 ms, benchmarks/results/ort_int8_breakdown.md).
+    ort_int8_ops: str = "conv"
+    io_dtype: str = "int8"
+    # TFLite int8 takes the RGB bytes 0..255 (mean/std folded into the first conv).
+    raw_pixels: bool = False
+    # int8 accuracy control (micronet_export.int8): the plain min/max model when it keeps the
+    # logits within the targets (default: the int8 parity thresholds), else better ranges,
+    # else the fewest float islands that do; "none" always ships the plain model.
+    int8_target_cosine: float | None = None
+    int8_target_top1: float | None = None
+    keep_float: tuple[str, ...] = ()
+    int8_fallback: str = "auto"
+    # Emulated ARM cores for the report's per-core fp32-vs-int8 answer (micronet_export.emulate).
+    emulate: tuple[str, ...] = ()
+    force: bool = False
+    per_layer: bool = True
+    fail_on_parity: bool = True
+    fp32_thresholds: Thresholds = FP32_THRESHOLDS
+    fp16_thresholds: Thresholds = FP16_THRESHOLDS
+    int8_thresholds: Thresholds = INT8_THRESHOLDS
+    progress: bool = False
+    threads: int = 1
+
+    def normalized(self) -> "ExportOptions":
+        variant = get_variant(self.variant).name
+        checkpoint = self.checkpoint
+        if checkpoint is None and not self.random_init:
+            checkpoint = default_checkpoint(variant)
+        card = checkpoint_card(checkpoint)
+        input_size = self.input_size if self.input_size is not None else int(card.get("input_size", 224))
+        calibration = self.calibration
+        if calibration is None and card.get("calibration"):
+            calibration = project_path(card["calibration"])
+        if self.format not in FORMATS:
+            raise UserError(f"unknown format {self.format!r}; valid: {', '.join(FORMATS)}")
+        if self.int8 and self.fp16:
+            raise UserError("--int8 and --fp16 exclude each other: pick one precision per run")
+        if self.fp16 and self.format != "tflite":
+            raise UserError("--fp16 is a TFLite precision; use --format tflite")
+        if self.calibration_method not in CALIBRATION_METHODS:
+            raise UserError(f"unknown calibration method {self.calibration_method!r}; valid: {', '.join(CALIBRATION_METHODS)}")
+        if self.ort_int8_ops not in ORT_INT8_OPS:
+            raise UserError(f"unknown --ort-int8-ops {self.ort_int8_ops!r}; valid: {', '.join(ORT_INT8_OPS)}")
+        if self.int8_fallback not in FALLBACKS:
+            raise UserError(f"unknown --int8-fallback {self.int8_fallback!r}; valid: {', '.join(FALLBACKS)}")
+        for name, value in (("--int8-target-cosine", self.int8_target_cosine), ("--int8-target-top1", self.int8_target_top1)):
+            if value is not None and not 0.0 < value <= 1.0:
+                raise UserError(f"{name} takes a number in (0, 1], got {value}")
+        if self.io_dtype not in ("int8", "uint8", "float32"):
+            raise UserError(f"unknown --io-dtype {self.io_dtype!r}; valid: int8, uint8, float32")
+        if self.raw_pixels and not (self.format == "tflite" and self.int8 and self.io_dtype in ("uint8", "int8")):
+            raise UserError("--raw-pixels makes a TFLite int8 model take RGB bytes: use it with --format tflite --int8 "
+                            "(--io-dtype uint8 or int8)")
+        if not MIN_OPSET <= self.opset <= MAX_OPSET:
+            raise UserError(f"--opset {self.opset} is not supported; use {MIN_OPSET}..{MAX_OPSET} (default {DEFAULT_OPSET})")
+        check_input_size(input_size)
+        output = Path(self.output) if self.output else Path("models") / variant
+        return replace(self, variant=variant, output=output, checkpoint=checkpoint, input_size=input_size,
+                       calibration=calibration)
+
+    def int8_options(self) -> Int8Options:
+        cosine = self.int8_target_cosine if self.int8_target_cosine is not None else self.int8_thresholds.cosine_mean
+        top1 = self.int8_target_top1 if self.int8_target_top1 is not None else self.int8_thresholds.top1_agreement
+        return Int8Options(target=Int8Target(cosine=cosine if cosine is not None else 0.98,
+                                             top1=top1 if top1 is not None else 0.0),
+                           fallback=self.int8_fallback, keep_float=tuple(self.keep_float))
+
+    def planned(self) -> list[str]:
+        """Artifact keys this run writes, in order."""
+        keys = ["onnx_fp32"]
+        if self.format == "onnx" and self.int8:
+            keys.append("onnx_int8")
+        if self.format == "tflite":
+            keys.append("tflite_int8" if self.int8 else "tflite_fp16" if self.fp16 else "tflite_fp32")
+        return keys
