@@ -33,3 +33,32 @@ def host_cpu() -> str:
         if line.startswith("model name"):
             return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
+
+
+def variant_model(variant: str, tmp: Path):
+    """The PyTorch model a benchmark measures for ``variant`` (see :func:`checkpoint_for`)."""
+    checkpoint, _ = checkpoint_for(variant, tmp)
+    return create_model(variant, checkpoint=checkpoint)
+
+
+def snapshot_models(variants, tmp: Path, calibration_images: int):
+    """(``"m0 fp32"``, flatbuffer) for every variant, fp32 and plain min/max int8, 224 px."""
+    from micronet_export.onnx_export import export_onnx
+    from micronet_export.tflite_export import convert
+
+    photos = load_folder(DEFAULT_CALIBRATION_DIR).arrays[:calibration_images]
+    for variant in variants:
+        proto = export_onnx(variant_model(variant, tmp))
+        for precision in ("fp32", "int8"):
+            yield f"{variant} {precision}", convert(proto, precision, calibration=photos)
+
+
+def graph_stats(flatbuffer: bytes) -> dict:
+    """Op histogram, op count, XNNPACK partitions, TRANSPOSE and GATHER count of a .tflite."""
+    from micronet_export.tflite_export import delegation, op_histogram
+
+    ops = op_histogram(flatbuffer)
+    graph = delegation(flatbuffer)
+    return {"ops": ops, "num_ops": int(sum(ops.values())), "xnnpack_partitions": graph["xnnpack_partitions"],
+            "ops_outside_xnnpack": graph["ops_outside_xnnpack"], "transposes": ops.get("TRANSPOSE", 0),
+            "gathers": ops.get("GATHER", 0) + ops.get("GATHER_ND", 0)}
