@@ -101,7 +101,7 @@ def _fp32_artifact(runtime: str, fp32):
     if runtime == "tflite":
         from micronet_export.tflite_export import convert
 
-        return convert(fp32, "fp32")
+        return convert(fp32, "fp32").flatbuffer
     return fp32
 
 

@@ -43,7 +43,8 @@ from micronet_export.profile.targets import profile_local  # noqa: E402
 from micronet_export.model.random_weights import realistic_weights  # noqa: E402
 from micronet_export.quantize import quantize_onnx  # noqa: E402
 from micronet_export.report import format_table  # noqa: E402
-from micronet_export.tflite_export import convert, delegation, op_histogram  # noqa: E402
+from micronet_export.tflite_export import convert  # noqa: E402
+from micronet_export.tflite_inspect import delegation, op_histogram  # noqa: E402
 
 
 def onnx2tf_convert(python: str, onnx_path: Path, out_dir: Path, calib: np.ndarray, int8: bool) -> Path | None:
@@ -123,7 +124,7 @@ def main(argv=None) -> int:
                 arts[(name, "ort", "int8")] = tmp / f"{variant}_{name}_int8.onnx"
             for prec in ("fp32", "int8"):
                 path = tmp / f"{variant}_ours_{prec}.tflite"
-                path.write_bytes(convert(ours, prec, calibration=calib))
+                path.write_bytes(convert(ours, prec, calibration=calib).flatbuffer)
                 arts[("ours", "litert", prec)] = path
             if args.onnx2tf_python and variant in args.onnx2tf_variants.split(","):
                 for prec in ("fp32", "int8"):

@@ -105,7 +105,7 @@ def main(argv=None) -> int:
         work = Path(tmp)
         for precision in ("fp32", "int8"):
             path = work / f"{args.variant}_{precision}.tflite"
-            path.write_bytes(convert(graph, precision, calibration=photos[:100]))
+            path.write_bytes(convert(graph, precision, calibration=photos[:100]).flatbuffer)
             families[precision] = by_family(per_invoke(path, args.invokes, work))
     labels = [lab for lab, _ in FAMILIES] + ["other (runtime, dispatch)"]
     rows = []

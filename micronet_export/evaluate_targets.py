@@ -68,7 +68,7 @@ def _onnx_target(spec: str) -> Target:
 
 def _tflite_target(spec: str) -> Target:
     from micronet_export.metadata import read_metadata
-    from micronet_export.tflite_export import litert_interpreter
+    from micronet_export.tflite_inspect import litert_interpreter
 
     try:
         size = int(litert_interpreter(spec, xnnpack=False).get_input_details()[0]["shape"][1])

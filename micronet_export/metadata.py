@@ -70,9 +70,9 @@ def tflite_takes_raw_pixels(path: str | Path) -> bool:
 
 
 def _tflite_schema():
-    from micronet_export.tflite_export import _quiet_tf
+    from micronet_export.quiet import import_tensorflow
 
-    _quiet_tf()
+    import_tensorflow()
     from tensorflow.lite.python import schema_py_generated as schema
     from tensorflow.lite.tools import flatbuffer_utils
 
@@ -133,7 +133,7 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     if path.suffix == ".tflite":
         schema, _ = _tflite_schema()
 
-        from micronet_export.tflite_export import litert_interpreter
+        from micronet_export.tflite_inspect import litert_interpreter
 
         try:  # the interpreter verifies the whole flatbuffer; our reads below are lazy (struct.error)
             litert_interpreter(path, xnnpack=False)

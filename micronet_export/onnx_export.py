@@ -35,6 +35,8 @@ class GraphSummary:
     num_nodes: int
     gather_nodes: int
     max_rank: int
+    # Gathers of whole channels with constant indices (the optimized graph's shuffles and shifts).
+    channel_gathers: int = 0
     high_rank_tensors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -42,6 +44,7 @@ class GraphSummary:
             "ops": self.ops,
             "num_nodes": self.num_nodes,
             "gather_nodes": self.gather_nodes,
+            "channel_gathers": self.channel_gathers,
             "max_rank": self.max_rank,
             "high_rank_tensors": self.high_rank_tensors[:10],
         }
@@ -50,6 +53,12 @@ class GraphSummary:
 def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
     counts = collections.Counter(node.op_type for node in model.graph.node)
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _is_channel_gather(node, graph) -> bool:
+    constants = {i.name for i in graph.initializer}
+    axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+    return node.op_type == "Gather" and axis == 1 and node.input[1] in constants
 
 
 def summarize_graph(model: onnx.ModelProto) -> GraphSummary:
@@ -74,6 +83,7 @@ def summarize_graph(model: onnx.ModelProto) -> GraphSummary:
         ops=ops,
         num_nodes=len(model.graph.node),
         gather_nodes=sum(ops.get(op, 0) for op in GATHER_OPS),
+        channel_gathers=sum(_is_channel_gather(n, g) for n in g.node),
         max_rank=max(ranks.values(), default=0),
         high_rank_tensors=high,
     )

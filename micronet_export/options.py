@@ -63,9 +63,8 @@ class ExportOptions:
     dynamic_batch: bool = False
     calibration_method: str = "minmax"
     # ORT int8 scope: "conv" quantizes Conv/Gemm (weights and their activations) and keeps the
-    # Dynamic Shift-Max elementwise math float; "all" quantizes every op. On the shipped M0
-    # "conv" was 2.2 top-1 points more accurate (measured with int8 activations, before uint8);
-    # at 224x224 it is also faster (1.64 vs 1.87 ms, benchmarks/results/ort_int8_breakdown.md).
+    # Dynamic Shift-Max elementwise math float, which int8 rounds worst; "all" quantizes every
+    # op (accuracy and latency of both: benchmarks/results/ort_int8_breakdown.md).
     ort_int8_ops: str = "conv"
     io_dtype: str = "int8"
     # TFLite int8 takes the RGB bytes 0..255 (mean/std folded into the first conv).

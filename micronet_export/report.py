@@ -157,7 +157,7 @@ def to_markdown(report: Report) -> str:
                     + (f" {r['cosine_only_int8']:.4f} |" if "cosine_only_int8" in r else " - |" if sens else "")
                     for r in a.per_layer]
     if report.emulation:
-        from micronet_export.emulate.advice import format_markdown
+        from micronet_export.emulate.markdown import format_markdown
 
         out += format_markdown(report.emulation)
     out += ["", "timings (s): " + ", ".join(f"{k} {v}" for k, v in d["timings_s"].items()),

@@ -67,7 +67,7 @@ def run_tflite(model: str | Path, batch: np.ndarray, threads: int = 1) -> np.nda
     """LiteRT (XNNPACK) in this process; int8/uint8 I/O (de)quantized with the model's params,
     normalised images turned back into bytes for a ``--raw-pixels`` model."""
     from micronet_export.profile.runner import TFLiteModel
-    from micronet_export.tflite_export import quiet_native_output
+    from micronet_export.quiet import quiet_native_output
 
     batch = _as_model_input(model, batch)
     with quiet_native_output(stdout=False):  # LiteRT's "INFO: Created ... XNNPACK delegate" line

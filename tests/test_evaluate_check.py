@@ -35,6 +35,7 @@ def test_shipped_checkpoint_is_trained():
     assert model.num_classes == 10
 
 
+@pytest.mark.slow  # exports the shipped int8 models (tens of seconds)
 def test_evaluate_table_has_every_target(shipped_artifacts):
     names = artifact_names("m0")
     targets = [str(SHIPPED), str(shipped_artifacts / names["onnx_int8"]), str(shipped_artifacts / names["tflite_int8"])]
@@ -62,6 +63,7 @@ def test_evaluate_csv_labels(tmp_path):
     assert json.loads(proc.stdout)["results"][0]["images"] == 12
 
 
+@pytest.mark.slow  # exports the shipped int8 models (tens of seconds)
 def test_evaluate_errors(tmp_path, shipped_artifacts):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -80,6 +82,7 @@ def test_evaluate_errors(tmp_path, shipped_artifacts):
                           "takes", "input")
 
 
+@pytest.mark.slow  # exports the shipped int8 models (tens of seconds)
 def test_metadata_round_trips(shipped_artifacts):
     names = artifact_names("m0")
     sha = hashlib.sha256(SHIPPED.read_bytes()).hexdigest()
@@ -97,6 +100,7 @@ def test_metadata_round_trips(shipped_artifacts):
     assert "full integer" in read_metadata(shipped_artifacts / names["tflite_int8"])["micronet.quantization"]
 
 
+@pytest.mark.slow  # exports the shipped int8 models (tens of seconds)
 def test_two_exports_are_byte_identical(tmp_path, shipped_artifacts):
     names = artifact_names("m0")
     export_onnx_and_tflite_int8(tmp_path)
@@ -104,6 +108,7 @@ def test_two_exports_are_byte_identical(tmp_path, shipped_artifacts):
         assert (tmp_path / names[key]).read_bytes() == (shipped_artifacts / names[key]).read_bytes(), key
 
 
+@pytest.mark.slow  # exports the shipped int8 models (tens of seconds)
 def test_check_gate(tmp_path):
     junit = tmp_path / "parity.xml"
     ok = run_cli("check", "--variants", "m0", "--formats", "onnx,tflite", "--precisions", "fp32", "--junit", str(junit))

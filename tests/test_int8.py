@@ -117,12 +117,12 @@ def test_shipped_m0_gets_exactly_the_plain_int8_model(fashion_calibration):
     _, fp32, stage = _stage("tflite", SHIPPED, fashion_calibration)
     assert stage.plan == Int8Plan("minmax")
     assert [t.stage for t in stage.result.trials] == ["baseline"]
-    assert stage.artifact == convert(fp32, "int8", calibration=fashion_calibration)
+    assert stage.artifact == convert(fp32, "int8", calibration=fashion_calibration).flatbuffer
 
 
 @pytest.mark.slow
 def test_plain_trained_m0_gets_a_few_float_islands_in_one_partition(fashion_calibration, tmp_path):
-    from micronet_export.tflite_export import delegation, op_histogram
+    from micronet_export.tflite_inspect import delegation, op_histogram
 
     model, _, stage = _stage("tflite", PLAIN, fashion_calibration)
     baseline = stage.result.trials[0]

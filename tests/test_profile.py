@@ -45,7 +45,7 @@ def artifacts(tmp_path_factory):
     import onnx
 
     onnx.save(proto, out / "m0.onnx")
-    (out / "m0.tflite").write_bytes(convert(proto, "fp32"))
+    (out / "m0.tflite").write_bytes(convert(proto, "fp32").flatbuffer)
     return out
 
 

@@ -11,7 +11,8 @@ from micronet_export import create_model
 from micronet_export.images import load_folder, project_path
 from micronet_export.onnx_export import export_onnx
 from micronet_export.runtimes import run_in_runner, run_tflite, run_torch
-from micronet_export.tflite_export import convert, delegation, io_details, op_histogram
+from micronet_export.tflite_export import convert
+from micronet_export.tflite_inspect import delegation, io_details, op_histogram
 
 from conftest import REFERENCE_VARIANTS, VARIANTS, randomize, recalibrate_bn, reference_checkpoint
 
@@ -28,7 +29,7 @@ def photos():
 def test_fp32_matches_pytorch_on_reference_inputs(variant, reference_inputs, tmp_path):
     model = create_model(variant, checkpoint=reference_checkpoint(variant))
     path = tmp_path / "m.tflite"
-    path.write_bytes(convert(export_onnx(model), "fp32"))
+    path.write_bytes(convert(export_onnx(model), "fp32").flatbuffer)
     x = reference_inputs.numpy()
     want = run_torch(model, x)
     assert np.abs(run_tflite(path, x) - want).max() <= TFLITE_VS_TORCH_MAX_ABS
@@ -44,7 +45,7 @@ def test_fp32_matches_pytorch_on_reference_inputs(variant, reference_inputs, tmp
 def m0_int8(tmp_path_factory, photos):
     model = create_model("m0", checkpoint=reference_checkpoint("m0"))
     path = tmp_path_factory.mktemp("int8") / "m0_int8.tflite"
-    path.write_bytes(convert(export_onnx(model), "int8", calibration=photos[:64]))
+    path.write_bytes(convert(export_onnx(model), "int8", calibration=photos[:64]).flatbuffer)
     return path
 
 
@@ -100,7 +101,7 @@ def test_litert_and_tflite_runtime_agree_on_a_trained_model(fashion_int8):
 @pytest.mark.parametrize("io_dtype", ["uint8", "float32"])
 def test_io_dtype(io_dtype, fashion_int8):
     path, model, cal = fashion_int8
-    b = convert(export_onnx(model, input_size=64), "int8", calibration=cal[:32], io_dtype=io_dtype)
+    b = convert(export_onnx(model, input_size=64), "int8", calibration=cal[:32], io_dtype=io_dtype).flatbuffer
     io = io_details(b)
     assert io["input"]["dtype"] == io_dtype and io["output"]["dtype"] == io_dtype
 
@@ -110,7 +111,7 @@ def fashion_int8(tmp_path_factory):
     model = create_model("m0", checkpoint=SHIPPED, num_classes=None)
     cal = load_folder(project_path("models/fashion_mnist_calibration"), input_size=64).arrays
     path = tmp_path_factory.mktemp("fashion") / "fm.tflite"
-    path.write_bytes(convert(export_onnx(model, input_size=64), "int8", calibration=cal))
+    path.write_bytes(convert(export_onnx(model, input_size=64), "int8", calibration=cal).flatbuffer)
     return path, model, cal
 
 
@@ -134,7 +135,7 @@ def test_every_variant_converts_in_every_precision(variant, photos, tmp_path):
     want = run_torch(model, x)
     for precision in ("fp32", "fp16", "int8"):
         path = tmp_path / f"{precision}.tflite"
-        path.write_bytes(convert(proto, precision, calibration=photos[:16, :, :96, :96]))
+        path.write_bytes(convert(proto, precision, calibration=photos[:16, :, :96, :96]).flatbuffer)
         got = run_tflite(path, x)
         assert got.shape == want.shape and np.isfinite(got).all()
         graph = delegation(path)
@@ -149,6 +150,7 @@ def test_every_variant_converts_in_every_precision(variant, photos, tmp_path):
 FLOAT32_ORDER_FACTOR = 4
 
 
+@pytest.mark.slow  # an int8 conversion and a float trace of a 30x head
 def test_hard_swish_stays_in_xnnpack_with_a_wide_classifier(photos, tmp_path):
     # Classifier pre-activations of +-hundreds (random heads do this): written as relu6(x + 3),
     # the int8 ADD's input/output scale ratio passes XNNPACK's QS8 limit (256) and two ADDs fell
@@ -162,7 +164,7 @@ def test_hard_swish_stays_in_xnnpack_with_a_wide_classifier(photos, tmp_path):
     import tensorflow as tf
 
     from micronet_export.tflite_export import to_nhwc
-    from micronet_export.tflite_lowering import Lowering
+    from micronet_export.lowering import Lowering
 
     x = photos[:4, :, :64, :64]
     want = run_torch(model, x)
@@ -170,7 +172,7 @@ def test_hard_swish_stays_in_xnnpack_with_a_wide_classifier(photos, tmp_path):
         want64 = copy.deepcopy(model).double()(torch.from_numpy(x).double()).numpy()
     proto = export_onnx(model, input_size=64)
     path = tmp_path / "int8.tflite"
-    path.write_bytes(convert(proto, "int8", calibration=photos[:32, :, :64, :64]))
+    path.write_bytes(convert(proto, "int8", calibration=photos[:32, :, :64, :64]).flatbuffer)
     graph = delegation(path)
     assert graph["xnnpack_partitions"] == 1 and graph["ops_outside_xnnpack"] == 0, graph
     assert "HARD_SWISH" not in op_histogram(path)

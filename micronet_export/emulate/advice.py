@@ -87,7 +87,7 @@ def add_core_answers(report, opts, fp32_onnx, calibration, out_dir: Path) -> Non
 
 
 def _answers_for_export(report, opts, fp32_onnx, calibration, out_dir: Path, cores: list[Core]) -> list[CoreAnswer]:
-    from micronet_export.export import artifact_names
+    from micronet_export.output import artifact_names
     from micronet_export.tflite_export import convert
 
     names = artifact_names(opts.variant)
@@ -100,21 +100,6 @@ def _answers_for_export(report, opts, fp32_onnx, calibration, out_dir: Path, cor
                 paths[precision] = written
             else:
                 paths[precision] = Path(tmp) / names[key]
-                paths[precision].write_bytes(convert(fp32_onnx, precision, calibration=calibration, io_dtype=opts.io_dtype))
+                paths[precision].write_bytes(convert(fp32_onnx, precision, calibration=calibration,
+                                                          io_dtype=opts.io_dtype).flatbuffer)
         return core_answers(paths["fp32"], paths["int8"], cores)
-
-
-def format_markdown(emulation: dict) -> list[str]:
-    if "error" in emulation:
-        return ["", "## fp32 or int8, per ARM core (emulated)", "", f"not measured: {emulation['error']}"]
-    out = ["", "## fp32 or int8, per ARM core (emulated)", "",
-           "| core | LiteRT fp32 M instr | LiteRT int8 M instr | int8/fp32 | SDOT per invoke | "
-           "tflite-runtime fp32 / int8 M instr | ship |", "|---|---:|---:|---:|---:|---:|---|"]
-    for a in emulation.get("answers", []):
-        tr = (f"{a['tflite_runtime_fp32_instructions'] / 1e6:.2f} / {a['tflite_runtime_int8_instructions'] / 1e6:.2f}"
-              if a.get("tflite_runtime_int8_instructions") else "-")
-        out.append(f"| {a['core']} | {a['fp32_instructions'] / 1e6:.2f} | {a['int8_instructions'] / 1e6:.2f} | "
-                   f"{a['int8_over_fp32']:.2f} | {a['dot_product_per_invoke'] / 1e3:.1f} k | {tr} | **{a['ship']}** |")
-    out += [""] + [f"- {a['core']}: {a['reason']}" for a in emulation.get("answers", [])]
-    out.append(f"- {emulation.get('note', '')}")
-    return out

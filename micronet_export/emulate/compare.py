@@ -48,7 +48,7 @@ def model_io(path: str | Path) -> ModelIO:
 @functools.lru_cache(maxsize=4)
 def holdout_images(calibration_dir: str | Path, input_size: int) -> np.ndarray:
     """The images an export holds out of calibration (same loader, same split)."""
-    from micronet_export.export import MIN_CALIBRATION_IMAGES, split_calibration
+    from micronet_export.run_context import MIN_CALIBRATION_IMAGES, split_calibration
     from micronet_export.images import load_folder
 
     images = load_folder(Path(calibration_dir), input_size=input_size, min_images=MIN_CALIBRATION_IMAGES)

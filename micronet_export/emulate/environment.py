@@ -191,11 +191,26 @@ def write_core_root(env_path: Path, core: Core) -> Path:
 
 
 def _smoke_test(env: Environment) -> None:
-    from micronet_export.emulate.qemu import guest_command, guest_environment
-
     core = CORES["cortex-a72"]
     code = "import numpy, ai_edge_litert.interpreter, tflite_runtime.interpreter; print(numpy.__version__)"
     proc = subprocess.run(guest_command(env, core, ["-c", code]), capture_output=True, text=True,
                           env=guest_environment(env), timeout=600)
     if proc.returncode != 0:
         raise UserError(f"the emulated Python cannot import the runtimes: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
+
+
+def guest_environment(env: Environment, home: str | Path = "/tmp") -> dict[str, str]:
+    """A clean environment: the host's variables (QEMU_*, PYTHON*) stay out, and the two that
+    make counts repeat exactly are set (no idle OpenBLAS threads, fixed hash seed)."""
+    return {"PATH": "/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8", "PYTHONPATH": str(env.site),
+            "PYTHONNOUSERSITE": "1", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0",
+            "OPENBLAS_NUM_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+def guest_command(env: Environment, core: Core, python_args: list[str], plugin_output: Path | None = None) -> list[str]:
+    cmd = [env.qemu, "-L", str(env.core_root(core)), "-cpu", core.name]
+    if plugin_output is not None:
+        if "," in str(plugin_output):
+            raise UserError(f"the plugin output path may not contain a comma: {plugin_output}")
+        cmd += ["-plugin", f"{env.plugin},outfile={plugin_output}"]
+    return [*cmd, str(env.python), *python_args]

@@ -19,9 +19,9 @@ import numpy as np
 
 from micronet_export.emulate.counts import InstructionCounts, parse_plugin_output
 from micronet_export.emulate.cores import Core
-from micronet_export.emulate.environment import Environment
+from micronet_export.emulate.environment import Environment, guest_command, guest_environment  # noqa: F401
 from micronet_export.errors import UserError
-from micronet_export.profile.targets import RUNNER
+from micronet_export.profile.runner import RUNNER
 
 RUNTIMES = ("litert", "tflite_runtime")
 # Emulation is ~50-100x slower than the host: a few timed runs say enough about wall time.
@@ -43,23 +43,6 @@ class EmulatedRun:
 
     def per_invoke(self) -> dict[str, float]:
         return self.counts.per_invoke(self.counted_invokes) if self.counts else {}
-
-
-def guest_environment(env: Environment, home: str | Path = "/tmp") -> dict[str, str]:
-    """A clean environment: the host's variables (QEMU_*, PYTHON*) stay out, and the two that
-    make counts repeat exactly are set (no idle OpenBLAS threads, fixed hash seed)."""
-    return {"PATH": "/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8", "PYTHONPATH": str(env.site),
-            "PYTHONNOUSERSITE": "1", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0",
-            "OPENBLAS_NUM_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
-
-
-def guest_command(env: Environment, core: Core, python_args: list[str], plugin_output: Path | None = None) -> list[str]:
-    cmd = [env.qemu, "-L", str(env.core_root(core)), "-cpu", core.name]
-    if plugin_output is not None:
-        if "," in str(plugin_output):
-            raise UserError(f"the plugin output path may not contain a comma: {plugin_output}")
-        cmd += ["-plugin", f"{env.plugin},outfile={plugin_output}"]
-    return [*cmd, str(env.python), *python_args]
 
 
 def run_emulated(env: Environment, core: Core, model: str | Path, runtime: str, *, inputs: np.ndarray | None = None,

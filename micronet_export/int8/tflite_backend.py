@@ -21,6 +21,7 @@ from micronet_export.int8.search import Int8Plan
 from micronet_export.int8.units import unit_of_tflite_tensor, unit_order
 from micronet_export.parity import sqnr_db
 from micronet_export.tflite_export import calibrate, quantize_calibrated, to_nhwc
+from micronet_export.tflite_inspect import flatbuffer_utils
 
 # Images whose activations feed the range statistics (more adds seconds, not accuracy: the
 # statistics are per-image histograms whose mean settles within a few dozen photos).
@@ -44,16 +45,9 @@ class StatTensor:
     high: float
 
 
-def _schema():
-    from tensorflow.lite.python import schema_py_generated as schema  # noqa: F401 - loads TF quietly
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    return flatbuffer_utils
-
-
 def calibrated_ops(calibrated: bytes) -> tuple[list[CalibratedOp], list[StatTensor]]:
     """Ops (with their unit) and the activation tensors that carry calibration min/max."""
-    model = _schema().convert_bytearray_to_object(bytearray(calibrated))
+    model = flatbuffer_utils().convert_bytearray_to_object(bytearray(calibrated))
     graph = model.subgraphs[0]
     name = lambda i: graph.tensors[i].name.decode()
     ops: list[CalibratedOp] = []
@@ -73,14 +67,14 @@ def calibrated_ops(calibrated: bytes) -> tuple[list[CalibratedOp], list[StatTens
 
 
 def _input_index(flatbuffer: bytes) -> int:
-    return int(_schema().convert_bytearray_to_object(bytearray(flatbuffer)).subgraphs[0].inputs[0])
+    return int(flatbuffer_utils().convert_bytearray_to_object(bytearray(flatbuffer)).subgraphs[0].inputs[0])
 
 
 def with_ranges(calibrated: bytes, ranges: dict[int, tuple[float, float]]) -> bytes:
     """``calibrated`` with the min/max of tensor ``index`` replaced by ``ranges[index]``."""
     if not ranges:
         return calibrated
-    utils = _schema()
+    utils = flatbuffer_utils()
     model = utils.convert_bytearray_to_object(bytearray(calibrated))
     tensors = model.subgraphs[0].tensors
     for index, (low, high) in ranges.items():

@@ -10,7 +10,7 @@ the tensors its DEQUANTIZEs wrote.
 
 from __future__ import annotations
 
-from micronet_export.int8.tflite_backend import _schema
+from micronet_export.tflite_inspect import flatbuffer_utils
 
 _SPLIT, _SPLIT_V, _QUANTIZE, _DEQUANTIZE = 49, 102, 114, 6  # schema.BuiltinOperator values
 
@@ -23,7 +23,7 @@ def _builtin(model, op) -> int:
 def float_splits(flatbuffer: bytes) -> tuple[bytes, int]:
     """``flatbuffer`` with every QUANTIZE -> SPLIT -> DEQUANTIZE round trip made a float
     SPLIT; returns the model and how many SPLITs changed."""
-    utils = _schema()
+    utils = flatbuffer_utils()
     model = utils.convert_bytearray_to_object(bytearray(flatbuffer))
     graph = model.subgraphs[0]
     producer = {t: op for op in graph.operators for t in op.outputs}

@@ -22,72 +22,85 @@ from micronet_export.model.blocks import (
 from micronet_export.model.variants import VARIANTS, BlockRow, VariantConfig
 
 
-def _micro_block(cfg: VariantConfig, row: BlockRow, inp: int, stride: int) -> DYMicroBlock:
-    """One DYMicroBlock, a line-by-line reading of the official constructor's three cases."""
-    oup = row.c
-    hidden = inp * row.c1 * row.c2
-    reduction = cfg.REDUCTION * row.r
-    gs1 = (row.g1, row.g2)
-    gs2 = (row.g3, row.g4)
-    shuffle = cfg.SHUFFLE
+class _BlockParts:
+    """The parts of one DYMicroBlock, a line-by-line reading of the official constructor."""
 
-    def shift_max(channels, *, act_relu, init_a, init_b, reduction, groups, expansion):
-        return DYShiftMax(channels, act_relu=act_relu, act_max=cfg.ACT_MAX, init_a=init_a,
+    def __init__(self, cfg: VariantConfig, row: BlockRow, inp: int) -> None:
+        self.cfg, self.row, self.inp = cfg, row, inp
+        self.oup = row.c
+        self.hidden = inp * row.c1 * row.c2
+        self.reduction = cfg.REDUCTION * row.r
+        self.gs1 = (row.g1, row.g2)
+        self.gs2 = (row.g3, row.g4)
+
+    def shift_max(self, channels, *, act_relu, init_a, init_b, reduction, groups, expansion) -> DYShiftMax:
+        return DYShiftMax(channels, act_relu=act_relu, act_max=self.cfg.ACT_MAX, init_a=init_a,
                           init_b=init_b, reduction=reduction, groups=groups, expansion=expansion)
 
-    def first_act(y: int, channels: int, expansion: bool) -> nn.Module:
+    def first_act(self, y: int, channels: int, expansion: bool) -> nn.Module:
         if y == 0:
             return nn.ReLU6()
-        return shift_max(channels, act_relu=y == 2, init_a=cfg.INIT_A, init_b=cfg.INIT_B,
-                         reduction=reduction, groups=gs1, expansion=expansion)
+        return self.shift_max(channels, act_relu=y == 2, init_a=self.cfg.INIT_A, init_b=self.cfg.INIT_B,
+                              reduction=self.reduction, groups=self.gs1, expansion=expansion)
 
-    def last_act(channels: int, groups: tuple[int, int], reduction: int) -> nn.Module:
-        if row.y3 == 0:
+    def last_act(self, channels: int, groups: tuple[int, int], reduction: int) -> nn.Module:
+        if self.row.y3 == 0:
             return nn.Sequential()
-        return shift_max(channels, act_relu=False, init_a=(cfg.INIT_A_BLOCK3[0], 0.0),
-                         init_b=(cfg.INIT_A_BLOCK3[1], 0.0), reduction=reduction,
-                         groups=groups, expansion=False)
+        init = self.cfg.INIT_A_BLOCK3
+        return self.shift_max(channels, act_relu=False, init_a=(init[0], 0.0), init_b=(init[1], 0.0),
+                              reduction=reduction, groups=groups, expansion=False)
 
-    def maybe_shuffle(groups: int, when: bool = True) -> nn.Module:
-        return ChannelShuffle(groups) if shuffle and when else nn.Sequential()
+    def maybe_shuffle(self, groups: int, when: bool = True) -> nn.Module:
+        return ChannelShuffle(groups) if self.cfg.SHUFFLE and when else nn.Sequential()
 
-    if cfg.POINTWISE != "group" or not cfg.DEPTHSEP:
-        raise ValueError("only the 'group' pointwise and depth-separable MicroNet is implemented")
-
-    if row.g1 == 0:  # starts with the depthwise conv
-        layers = [
-            DepthSpatialSepConv(inp, (row.c1, row.c2), row.ks, stride),
-            first_act(row.y2, hidden, expansion=False),
-            maybe_shuffle(row.g2),
-            maybe_shuffle(hidden // 2, when=row.y2 != 0),
-            GroupConv(hidden, oup, gs2),
-            last_act(oup, gs2, reduction // 2),
-            maybe_shuffle(row.g4),
-            maybe_shuffle(oup // 2, when=oup % 2 == 0 and row.y3 != 0),
+    def depthwise_first(self, stride: int) -> list[nn.Module]:
+        row, hidden, oup = self.row, self.hidden, self.oup
+        return [
+            DepthSpatialSepConv(self.inp, (row.c1, row.c2), row.ks, stride),
+            self.first_act(row.y2, hidden, expansion=False),
+            self.maybe_shuffle(row.g2),
+            self.maybe_shuffle(hidden // 2, when=row.y2 != 0),
+            GroupConv(hidden, oup, self.gs2),
+            self.last_act(oup, self.gs2, self.reduction // 2),
+            self.maybe_shuffle(row.g4),
+            self.maybe_shuffle(oup // 2, when=oup % 2 == 0 and row.y3 != 0),
         ]
-    elif row.g4 == 0:  # last block: pointwise expansion only
-        layers = [GroupConv(inp, hidden, gs1), last_act(hidden, gs1, reduction)]
-    else:
+
+    def pointwise_first(self, stride: int) -> list[nn.Module]:
+        row, hidden, oup = self.row, self.hidden, self.oup
         if row.y1 != 0 and row.y2 != 0:
-            middle_shuffle = maybe_shuffle(hidden // 4)
+            middle_shuffle = self.maybe_shuffle(hidden // 4)
         elif row.y1 == 0 and row.y2 == 0:
             middle_shuffle = nn.Sequential()
         else:
             middle_shuffle = ChannelShuffle(hidden // 2)
-        layers = [
-            GroupConv(inp, hidden, gs1),
-            first_act(row.y1, hidden, expansion=False),
-            maybe_shuffle(row.g2),
+        return [
+            GroupConv(self.inp, hidden, self.gs1),
+            self.first_act(row.y1, hidden, expansion=False),
+            self.maybe_shuffle(row.g2),
             DepthSpatialSepConv(hidden, (1, 1), row.ks, stride),
             nn.Sequential(),
-            first_act(row.y2, hidden, expansion=True),
+            self.first_act(row.y2, hidden, expansion=True),
             middle_shuffle,
-            GroupConv(hidden, oup, gs2),
-            last_act(oup, gs2, reduction // 2 if oup < hidden else reduction),
-            maybe_shuffle(row.g4),
-            maybe_shuffle(oup // 2, when=row.y3 != 0),
+            GroupConv(hidden, oup, self.gs2),
+            self.last_act(oup, self.gs2, self.reduction // 2 if oup < hidden else self.reduction),
+            self.maybe_shuffle(row.g4),
+            self.maybe_shuffle(oup // 2, when=row.y3 != 0),
         ]
-    return DYMicroBlock(layers, residual=stride == 1 and inp == oup)
+
+
+def _micro_block(cfg: VariantConfig, row: BlockRow, inp: int, stride: int) -> DYMicroBlock:
+    """One DYMicroBlock: the official constructor's three cases."""
+    if cfg.POINTWISE != "group" or not cfg.DEPTHSEP:
+        raise ValueError("only the 'group' pointwise and depth-separable MicroNet is implemented")
+    parts = _BlockParts(cfg, row, inp)
+    if row.g1 == 0:  # starts with the depthwise conv
+        layers = parts.depthwise_first(stride)
+    elif row.g4 == 0:  # last block: pointwise expansion only
+        layers = [GroupConv(inp, parts.hidden, parts.gs1), parts.last_act(parts.hidden, parts.gs1, parts.reduction)]
+    else:
+        layers = parts.pointwise_first(stride)
+    return DYMicroBlock(layers, residual=stride == 1 and inp == row.c)
 
 
 class MicroNet(nn.Module):

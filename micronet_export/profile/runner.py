@@ -26,6 +26,8 @@ import time
 import numpy as np
 
 RUNTIMES = ("litert", "tflite_runtime", "onnxruntime")
+# This file, as copied to targets and run by the emulator.
+RUNNER = os.path.abspath(__file__)
 # Marker for micronet-export's instruction-counting qemu plugin (emulate/plugin/insn_count.c):
 # getpid() with extra arguments, which the kernel ignores and the plugin watches for.
 AARCH64_SYS_GETPID = 172
@@ -94,11 +96,14 @@ class OnnxModel:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
+        self._profile_dir = None
         if profile:
             import tempfile
 
+            # ORT writes its trace here; op_profile() reads it and removes the folder.
+            self._profile_dir = tempfile.mkdtemp(prefix="ort-profile-")
             opts.enable_profiling = True
-            opts.profile_file_prefix = os.path.join(tempfile.mkdtemp(prefix="ort-profile-"), "trace")
+            opts.profile_file_prefix = os.path.join(self._profile_dir, "trace")
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
@@ -119,9 +124,14 @@ class OnnxModel:
 
     def op_profile(self) -> list[dict]:
         """Per-node mean times from ONNX Runtime's trace (kernel time events)."""
+        import shutil
+
         path = self.session.end_profiling()
-        with open(path) as f:
-            events = json.load(f)
+        try:
+            with open(path) as f:
+                events = json.load(f)
+        finally:
+            shutil.rmtree(self._profile_dir, ignore_errors=True)
         totals: dict[str, list] = {}
         for e in events:
             if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
@@ -180,7 +190,8 @@ def percentile(values, q):
     return float(np.percentile(np.asarray(values), q))
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None):
+    # argparse declarations only.
     p = argparse.ArgumentParser(description="Run a .tflite / .onnx model and time it.")
     p.add_argument("model")
     p.add_argument("--runtime", default="auto", choices=("auto",) + RUNTIMES)
@@ -194,48 +205,33 @@ def main(argv=None) -> int:
     p.add_argument("--profile-ops", action="store_true", help="per-op times (ONNX Runtime's profiler)")
     p.add_argument("--marker-invokes", type=int, default=0,
                    help="after the timed runs, N more invokes between marker calls for an emulator's counting plugin")
-    args = p.parse_args(argv)
-    if args.cpus:
-        os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
+    return p.parse_args(argv)
 
-    runtime = pick_runtime(args.model, args.runtime)
-    t0 = time.perf_counter()
+
+def default_inputs(model, runtime: str) -> np.ndarray:
+    """One zero image of the model's input size, NCHW."""
     if runtime == "onnxruntime":
-        model = OnnxModel(args.model, args.threads)
-    else:
-        model = TFLiteModel(runtime, args.model, args.threads, xnnpack=not args.no_xnnpack)
-    init_ms = (time.perf_counter() - t0) * 1e3
-
-    if args.inputs:
-        inputs = np.load(args.inputs).astype(np.float32)
-    elif runtime == "onnxruntime":
         shape = [d if isinstance(d, int) else 1 for d in model.session.get_inputs()[0].shape]
-        inputs = np.zeros(shape, np.float32)
-    else:
-        n, h, w, c = model.inp["shape"]
-        inputs = np.zeros((1, c, h, w), np.float32)
+        return np.zeros(shape, np.float32)
+    n, h, w, c = model.inp["shape"]
+    return np.zeros((1, c, h, w), np.float32)
 
-    outputs = []
-    for sample in inputs:
-        model.set_input(sample)
-        model.invoke()
-        outputs.append(model.output())
-    if args.outputs:
-        np.save(args.outputs, np.concatenate(outputs))
 
+def timed_invokes(model, sample: np.ndarray, warmup: int, runs: int) -> list[float]:
+    """Milliseconds of each of ``runs`` invokes after ``warmup`` untimed ones."""
     times = []
-    if args.runs > 0:
-        model.set_input(inputs[0])
-        for _ in range(args.warmup):
-            model.invoke()
-        for _ in range(args.runs):
-            start = time.perf_counter()
-            model.invoke()
-            times.append((time.perf_counter() - start) * 1e3)
-    if args.marker_invokes > 0:
-        model.set_input(inputs[0])
-        counted_invokes(model, args.marker_invokes)
-    result = {
+    model.set_input(sample)
+    for _ in range(warmup):
+        model.invoke()
+    for _ in range(runs):
+        start = time.perf_counter()
+        model.invoke()
+        times.append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def describe_run(args, model, runtime: str, init_ms: float, runs: int, samples: int) -> dict:
+    return {
         "runner": "micronet_export.profile.runner",
         "model": os.path.basename(args.model),
         "model_size_bytes": os.path.getsize(args.model),
@@ -255,13 +251,39 @@ def main(argv=None) -> int:
         "python": platform.python_version(),
         "numpy": np.__version__,
         "init_ms": round(init_ms, 3),
-        "runs": len(times),
+        "runs": runs,
         "marker_invokes": args.marker_invokes,
-        "samples": int(len(inputs)),
+        "samples": samples,
         "cpu": cpu_model(),
         "cpus": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.cpus:
+        os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
+    runtime = pick_runtime(args.model, args.runtime)
+    t0 = time.perf_counter()
+    if runtime == "onnxruntime":
+        model = OnnxModel(args.model, args.threads)
+    else:
+        model = TFLiteModel(runtime, args.model, args.threads, xnnpack=not args.no_xnnpack)
+    init_ms = (time.perf_counter() - t0) * 1e3
+    inputs = np.load(args.inputs).astype(np.float32) if args.inputs else default_inputs(model, runtime)
+    outputs = []
+    for sample in inputs:
+        model.set_input(sample)
+        model.invoke()
+        outputs.append(model.output())
+    if args.outputs:
+        np.save(args.outputs, np.concatenate(outputs))
+    times = timed_invokes(model, inputs[0], args.warmup, args.runs) if args.runs > 0 else []
+    if args.marker_invokes > 0:
+        model.set_input(inputs[0])
+        counted_invokes(model, args.marker_invokes)
+    result = describe_run(args, model, runtime, init_ms, len(times), int(len(inputs)))
     if args.profile_ops and runtime == "onnxruntime":
         # A second, profiling session: the profiler's overhead stays out of the latencies.
         profiled = OnnxModel(args.model, args.threads, profile=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 from micronet_export.errors import UserError
 from micronet_export.profile.benchmark_model import parse_benchmark_output
 
-RUNNER = Path(__file__).resolve().parent / "runner.py"
+RUNNER = Path(__file__).resolve().parent / "runner.py"  # also runner.RUNNER
 DEVICE_DIR = "/data/local/tmp/micronet-export"
 
 
