@@ -42,13 +42,15 @@ def variant_model(variant: str, tmp: Path):
 
 
 def snapshot_models(variants, tmp: Path, calibration_images: int):
-    """(``"m0 fp32"``, flatbuffer) for every variant, fp32 and plain min/max int8, 224 px."""
+    """(``"m0 fp32"``, flatbuffer) for every variant, fp32 and plain min/max int8, 224 px, from
+    the graph the TFLite stage reads (the plain export through the TFLite target's passes)."""
     from micronet_export.onnx_export import export_onnx
+    from micronet_export.passes import optimize
     from micronet_export.tflite_export import convert
 
     photos = load_folder(DEFAULT_CALIBRATION_DIR).arrays[:calibration_images]
     for variant in variants:
-        proto = export_onnx(variant_model(variant, tmp))
+        proto = optimize(export_onnx(variant_model(variant, tmp)), "tflite").model
         for precision in ("fp32", "int8"):
             yield f"{variant} {precision}", convert(proto, precision, calibration=photos).flatbuffer
 

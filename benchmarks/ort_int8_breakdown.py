@@ -2,10 +2,11 @@
 
     python benchmarks/ort_int8_breakdown.py [--variant m0] [--runs 200] [--output benchmarks/results]
 
-Models: our fp32 ONNX export (realistic random weights, as benchmarks/latency.py) and its int8
-QDQ models: the CLI's default (Conv/Gemm in int8, uint8 activations, the convs ORT runs slower
-in int8 kept float), the same with int8 activations and every conv in int8 (ORT's usual recipe),
-and every op in int8. For each: p50 latency (1 thread, fresh process) and kernel time per op
+Models: our optimized fp32 ONNX graph (micronet_export.passes, realistic random weights, as
+benchmarks/latency.py) and its int8 QDQ models: the CLI's default (Conv/Gemm in int8, uint8
+activations, the convs ORT runs slower in int8 kept float: quantize.slow_int8_convs), every
+conv in int8 (no cost model), the same with int8 activations (ORT's usual recipe), and every
+op in int8. For each: p50 latency (1 thread, fresh process) and kernel time per op
 type from ONNX Runtime's profiler (a second session, so the profiler stays out of the p50).
 
 The bound it prints: the int8 model's kernel time outside conv / GEMM nodes, over the fp32
@@ -32,9 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from micronet_export.model.random_weights import realistic_weights  # noqa: E402
 
 from micronet_export import create_model  # noqa: E402
-from micronet_export.export import ORT_INT8_OPS  # noqa: E402
+from micronet_export.options import ORT_INT8_OPS  # noqa: E402
 from micronet_export.images import DEFAULT_CALIBRATION_DIR, load_folder  # noqa: E402
 from micronet_export.onnx_export import export_onnx  # noqa: E402
+from micronet_export.passes import optimize  # noqa: E402
 from micronet_export.profile import ProfileOptions  # noqa: E402
 from micronet_export.profile.runner import OnnxModel  # noqa: E402
 from micronet_export.profile.targets import profile_local  # noqa: E402
@@ -63,10 +65,11 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     photos = load_folder(DEFAULT_CALIBRATION_DIR).arrays
     calib = photos[:100]
-    fp32 = export_onnx(realistic_weights(create_model(args.variant), photos[:64]))
+    fp32 = optimize(export_onnx(realistic_weights(create_model(args.variant), photos[:64])), "onnxruntime").model
     variants = {
         "fp32": None,
         "int8 (CLI default)": {"op_types": ORT_INT8_OPS["conv"]},
+        "int8, every conv": {"op_types": ORT_INT8_OPS["conv"], "keep_slow_convs_float": False},
         "int8, int8 activations, every conv": {"op_types": ORT_INT8_OPS["conv"], "keep_slow_convs_float": False,
                                                "activation_type": "int8"},
         "int8, every op": {"op_types": None},

@@ -102,6 +102,8 @@ def _export_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration-method", default="minmax", choices=CALIBRATION_METHODS)
     p.add_argument("--ort-int8-ops", default="conv", choices=("conv", "all"),
                    help="ONNX int8 scope: Conv/Gemm only (default; Dynamic Shift-Max math stays float) or every op")
+    p.add_argument("--onnx-optimize", default="auto", choices=("auto", "none"),
+                   help="auto: the MicroNet graph passes for each runtime (default); none: the plain torch.onnx export")
     p.add_argument("--output", help="output folder (default models/<variant>/)")
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--input-size", type=int, help="multiple of 32 (default: the checkpoint card's, else 224)")
@@ -140,6 +142,7 @@ def _export_options(args: argparse.Namespace):
         random_init=args.random_init, calibration=args.calibration, output=args.output, opset=args.opset,
         input_size=args.input_size, dynamic_batch=args.dynamic_batch, calibration_method=args.calibration_method,
         io_dtype=args.io_dtype, raw_pixels=args.raw_pixels, ort_int8_ops=args.ort_int8_ops,
+        onnx_optimize=args.onnx_optimize,
         int8_target_cosine=args.int8_target_cosine,
         int8_target_top1=args.int8_target_top1, int8_fallback=args.int8_fallback,
         keep_float=tuple(m.strip() for m in args.keep_float.split(",") if m.strip()),

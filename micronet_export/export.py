@@ -24,6 +24,7 @@ from micronet_export.onnx_stage import onnx_fp32_artifact, onnx_int8_artifact
 from micronet_export.options import (  # noqa: F401 - the public names of the pipeline
     DEFAULT_CHECKPOINTS, FORMATS, ORT_INT8_OPS, ExportOptions, checkpoint_card, default_checkpoint,
 )
+from micronet_export.passes import optimize
 from micronet_export.output import artifact_names, check_existing, staged_output
 from micronet_export.report import REPORT_JSON, REPORT_MD, ArtifactReport, Report, write_report
 from micronet_export.run_context import (  # noqa: F401 - re-exported for callers of the pipeline
@@ -85,28 +86,33 @@ def _write_artifacts(run: ExportRun) -> onnx.ModelProto:
     opts = run.opts
     with run.timer.stage("onnx export"):
         plain = export_onnx(run.model, input_size=opts.input_size, opset=opts.opset, dynamic_batch=opts.dynamic_batch)
-    fp32, ort_holdout = onnx_fp32_artifact(run, plain, "none")
+    with run.timer.stage("onnx optimization"):
+        ort = optimize(plain, "onnxruntime", opts.onnx_optimize)
+    fp32, ort_holdout = onnx_fp32_artifact(run, ort.model, ort.describe())
     run.report.artifacts.append(fp32)
     if "onnx_int8" in opts.planned():
-        run.report.artifacts.append(onnx_int8_artifact(run, plain, ort_holdout))
+        run.report.artifacts.append(onnx_int8_artifact(run, ort.model, ort_holdout))
     if opts.format == "tflite":
         return _tflite_artifact(run, plain)
-    return plain
+    return ort.model
 
 
 def _tflite_artifact(run: ExportRun, plain: onnx.ModelProto) -> onnx.ModelProto:
     """The TFLite stage on the TFLite target's graph; returns that graph."""
     from micronet_export.tflite_stage import tflite_artifact
 
-    stage, graph = None, plain
+    with run.timer.stage("onnx optimization"):
+        optimized = optimize(plain, "tflite", run.opts.onnx_optimize)
+    stage, graph = None, optimized.model
     if run.opts.int8:
         with run.timer.stage("tflite int8 quantization"):
-            stage, graph = _tflite_int8(run, plain)
+            stage, graph = _tflite_int8(run, optimized.model)
     art = tflite_artifact(run, graph, int8=stage)
+    art.graph["optimization"] = optimized.describe()
     if not run.images.has_photos:
         _parity_on_fixed_inputs_only(art)
     run.report.artifacts.append(art)
-    return plain
+    return optimized.model
 
 
 def _tflite_int8(run: ExportRun, graph: onnx.ModelProto):

@@ -12,6 +12,7 @@ from micronet_export.images import project_path
 from micronet_export.int8.search import FALLBACKS, Int8Options, Int8Target
 from micronet_export.model.micronet import get_variant
 from micronet_export.onnx_export import DEFAULT_OPSET, check_input_size
+from micronet_export.passes import MODES as OPTIMIZE_MODES
 from micronet_export.parity import FP16_THRESHOLDS, FP32_THRESHOLDS, INT8_THRESHOLDS, Thresholds
 from micronet_export.quantize import CALIBRATION_METHODS
 
@@ -66,6 +67,9 @@ class ExportOptions:
     # Dynamic Shift-Max elementwise math float, which int8 rounds worst; "all" quantizes every
     # op (accuracy and latency of both: benchmarks/results/ort_int8_breakdown.md).
     ort_int8_ops: str = "conv"
+    # "auto": the MicroNet ONNX passes for each runtime (micronet_export.passes); "none": the
+    # plain torch.onnx export for both.
+    onnx_optimize: str = "auto"
     io_dtype: str = "int8"
     # TFLite int8 takes the RGB bytes 0..255 (mean/std folded into the first conv).
     raw_pixels: bool = False
@@ -107,6 +111,8 @@ class ExportOptions:
             raise UserError(f"unknown calibration method {self.calibration_method!r}; valid: {', '.join(CALIBRATION_METHODS)}")
         if self.ort_int8_ops not in ORT_INT8_OPS:
             raise UserError(f"unknown --ort-int8-ops {self.ort_int8_ops!r}; valid: {', '.join(ORT_INT8_OPS)}")
+        if self.onnx_optimize not in OPTIMIZE_MODES:
+            raise UserError(f"unknown --onnx-optimize {self.onnx_optimize!r}; valid: {', '.join(OPTIMIZE_MODES)}")
         if self.int8_fallback not in FALLBACKS:
             raise UserError(f"unknown --int8-fallback {self.int8_fallback!r}; valid: {', '.join(FALLBACKS)}")
         for name, value in (("--int8-target-cosine", self.int8_target_cosine), ("--int8-target-top1", self.int8_target_top1)):

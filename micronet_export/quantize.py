@@ -40,25 +40,42 @@ def calibration_reader(arrays: np.ndarray, input_name: str = "input"):
     return _Reader()
 
 
-def slow_int8_convs(model: onnx.ModelProto) -> list[str]:
-    """Conv nodes that ONNX Runtime's CPU kernels run slower in int8 than in float.
+# ONNX Runtime's QLinearConv pays off only on convs with enough work per output: it runs in
+# NHWC behind transposes and requantizes every output, so a conv with fewer input channels per
+# group than this, a depthwise conv, or a conv on one pixel costs more in int8 than in float.
+MIN_INT8_INPUTS_PER_GROUP = 16
 
-    A per-node profile of M0 (1 thread, AVX2 without VNNI) shows QLinearConv taking 0.2–0.6 ms
-    each, most of the int8 model's time, for two kinds of conv that take tens of microseconds
-    in float: depthwise convs with a channel multiplier (no depthwise int8 kernel applies, so
-    each group becomes its own tiny GEMM) and the stem's dense conv with 2–4 output channels.
-    Keeping these eight high-resolution convs in float made M0's int8 model 2x faster.
-    """
+
+def _conv_kind(weight_dims, group: int, input_pixels: int) -> str | None:
+    """Why ORT runs this conv slower in int8 than in float, or None (ratios per conv:
+    benchmarks/results/ort_int8_breakdown.md)."""
+    out_c, in_per_group, kh, kw = weight_dims
+    if group > 1 and in_per_group == 1:
+        # no depthwise int8 kernel applies to a channel multiplier (one tiny GEMM per group),
+        # and the plain depthwise int8 kernel loses to the NCHWc float one
+        return "depthwise"
+    if group == 1 and out_c < 8 and kh * kw > 1:
+        return "narrow spatial"  # the stem: 2-4 outputs, K padded in the int8 kernels
+    if input_pixels == 1:
+        return "one pixel"  # Dynamic Shift-Max's FCs: quantize/requantize cost more than the FC
+    if group > 1 and in_per_group < MIN_INT8_INPUTS_PER_GROUP:
+        return "few inputs per group"
+    return None
+
+
+def slow_int8_convs(model: onnx.ModelProto) -> list[str]:
+    """Conv nodes that ONNX Runtime's CPU kernels run slower in int8 than in float (see
+    :func:`_conv_kind`); the quantizer keeps them float."""
     weights = {i.name: i.dims for i in model.graph.initializer}
+    inferred = onnx.shape_inference.infer_shapes(model)
+    pixels = {vi.name: int(np.prod([d.dim_value or 1 for d in vi.type.tensor_type.shape.dim][2:]))
+              for vi in list(inferred.graph.input) + list(inferred.graph.value_info)}
     slow = []
     for node in model.graph.node:
         if node.op_type != "Conv" or node.input[1] not in weights:
             continue
-        out_c, in_per_group, kh, kw = weights[node.input[1]]
         group = next((a.i for a in node.attribute if a.name == "group"), 1)
-        multiplier_depthwise = group > 1 and in_per_group == 1 and out_c > group
-        narrow_spatial = group == 1 and out_c < 8 and kh * kw > 1
-        if multiplier_depthwise or narrow_spatial:
+        if _conv_kind(weights[node.input[1]], group, pixels.get(node.input[0], 0)) is not None:
             slow.append(node.name)
     return slow
 

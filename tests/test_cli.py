@@ -72,16 +72,16 @@ def test_argument_errors_are_one_line(tmp_path, capfd):
     assert tree(tmp_path) == {}
 
 
-def test_info_table():
-    proc = run_cli("info", "--variant", "m0")
+def test_info_table(capfd):
+    proc = run_main(capfd, "info", "--variant", "m0")
     assert proc.returncode == 0, proc.stderr
     assert "parameters        1,019,590" in proc.stdout
     assert "MAdds total       4.05 M" in proc.stdout
     assert "0 Gather, max rank 4" in proc.stdout
 
 
-def test_info_json():
-    proc = run_cli("info", "--variant", "m3", "--json")
+def test_info_json(capfd):
+    proc = run_main(capfd, "info", "--variant", "m3", "--json")
     assert proc.returncode == 0, proc.stderr
     info = json.loads(proc.stdout)
     assert info["params"] == 2_622_960

@@ -152,6 +152,7 @@ def assert_trained_accuracy(result: dict, images: int) -> None:
         assert row["top1"] >= TRAINED_MIN_TEST_TOP1, row
 
 
+@pytest.mark.slow  # exports the shipped int8 models first
 def test_fashion_mnist_by_class_name(tmp_path, shipped_artifacts):
     # 50 per class: the card's 0.91 has a binomial standard error of sqrt(0.91 * 0.09 / 500) =
     # 0.013 on 500 images, so the 0.85 bar sits 4.7 standard errors below it.

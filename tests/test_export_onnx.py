@@ -45,6 +45,7 @@ def test_artifacts_and_report(onnx_int8_run):
         # The optimized graph's only Gathers are constant channel permutations (shuffles, shifts).
         assert art["graph"]["gather_nodes"] == art["graph"]["channel_gathers"] and art["graph"]["max_rank"] <= 4
     fp32 = data["artifacts"][0]
+    assert fp32["graph"]["optimization"].startswith("auto for onnxruntime")
     assert fp32["precision"] == "fp32" and fp32["passed"]
     assert all(p["metrics"]["max_abs_rel"] <= FP32_MAX_ABS_REL for p in fp32["parity"])
     assert "micronet_m0_int8.onnx" in (out / "report.md").read_text()
@@ -54,8 +55,10 @@ def test_int8_graph_is_qdq_of_the_optimized_graph(onnx_int8_run):
     out, report = onnx_int8_run
     proto = onnx.load(out / artifact_names("m0")["onnx_int8"])
     summary = summarize_graph(proto)
-    assert summary.ops.get("QuantizeLinear", 0) > 50 and summary.ops.get("DequantizeLinear", 0) > 50
-    assert summary.gather_nodes == summary.channel_gathers and summary.max_rank <= 4
+    # int8 where ORT's int8 kernels win (quantize.slow_int8_convs): M0's three wide 1x1 convs and
+    # the classifier's two GEMMs.
+    assert summary.ops.get("QuantizeLinear", 0) >= 5 and summary.ops.get("DequantizeLinear", 0) >= 10
+    assert summary.gather_nodes == summary.channel_gathers > 0 and summary.max_rank <= 4
     onnx.checker.check_model(proto, full_check=True)
 
 
@@ -66,8 +69,9 @@ def test_int8_keeps_slow_convs_float_with_uint8_activations(onnx_int8_run):
     proto = onnx.load(out / artifact_names("m0")["onnx_int8"])
     fp32 = onnx.load(out / artifact_names("m0")["onnx_fp32"])
     slow = slow_int8_convs(fp32)
-    # The stem's 3->2 conv and the 7 depthwise convs with a channel multiplier.
-    assert len(slow) == 8
+    # Float: the stem, the 12 depthwise convs (7 with a channel multiplier), the 30 Dynamic
+    # Shift-Max FCs on one pixel and the 7 grouped 1x1 convs with < 16 inputs per group.
+    assert len(slow) == 1 + 12 + 30 + 7
     producer = {o: n for n in proto.graph.node for o in n.output}
     convs = {n.name: n for n in proto.graph.node if n.op_type == "Conv"}
     for name in slow:

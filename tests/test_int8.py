@@ -111,6 +111,7 @@ def _stage(runtime: str, checkpoint: Path, calibration: np.ndarray, **kwargs):
     return model, fp32, stage
 
 
+@pytest.mark.slow  # a TFLite int8 search and conversion
 def test_shipped_m0_gets_exactly_the_plain_int8_model(fashion_calibration):
     from micronet_export.tflite_export import convert
 
@@ -152,6 +153,7 @@ def test_every_unit_float_computes_the_float_model(fashion_calibration):
     assert compare(got, want)["max_abs_rel"] <= 1e-4
 
 
+@pytest.mark.slow  # runs the export up to its int8 stage
 def test_keep_float_names_must_exist(tmp_path):
     proc = run_cli("--variant", "m0", "--format", "onnx", "--int8", "--keep-float", "features.9",
                    "--output", str(tmp_path / "out"))

@@ -98,7 +98,7 @@ def test_litert_and_tflite_runtime_agree_on_a_trained_model(fashion_int8):
     assert (pi.argmax(1) == litert.argmax(1)).mean() >= 0.9
 
 
-@pytest.mark.parametrize("io_dtype", ["uint8", "float32"])
+@pytest.mark.parametrize("io_dtype", ["uint8", pytest.param("float32", marks=pytest.mark.slow)])
 def test_io_dtype(io_dtype, fashion_int8):
     path, model, cal = fashion_int8
     b = convert(export_onnx(model, input_size=64), "int8", calibration=cal[:32], io_dtype=io_dtype).flatbuffer

@@ -1,0 +1,35 @@
+"""Which rewrite pays off on which runtime: the per-target cost model of the passes.
+
+Each pass is applied where it made that runtime faster (or kept it equal while simplifying
+the graph), in measurements of M0-M3 at 224 px, 1 thread (benchmarks/results/ort_passes.md
+and latency.md); the reasons are the rules, the numbers live there.
+"""
+
+from __future__ import annotations
+
+TARGETS = ("onnxruntime", "tflite")
+
+# pass name -> (targets it runs for, why)
+PASS_TARGETS: dict[str, tuple[tuple[str, ...], str]] = {
+    "channel_permutations": (TARGETS, "a view chain of 3-8 copying nodes becomes one Gather: ONNX Runtime copies "
+                             "whole channel planes once; the TFLite emitter relabels channels without an op"),
+    "spatial_means_as_pooling": (TARGETS, "GlobalAveragePool runs in ONNX Runtime's NCHWc layout without reorders; "
+                                 "the TFLite emitter lowers both forms to one MEAN"),
+    "separable_pairs_composed": (("onnxruntime",), "ONNX Runtime pads a dense conv with < 16 inputs to 16 NCHWc "
+                                 "outputs: the stem's (3,1) + (1,3) pair as one 3x3 conv pads once, on a quarter "
+                                 "of the pixels. XNNPACK runs the pair well and the emitter lets the stem emit "
+                                 "the next conv's channel repeats, which a composite conv would not"),
+    "gathers_folded_into_convs": (TARGETS, "a permutation next to a dense (or group-keeping) conv is free in its "
+                                  "weights on both runtimes"),
+}
+# Passes measured and left out: Dynamic Shift-Max as a grouped conv with the coefficients as
+# runtime weights (ONNX Runtime runs a 2-in/2-out-per-group conv as one tiny GEMM per group:
+# no faster than the seven elementwise ops it replaces on M0), and channel-multiplier
+# depthwise convs as repeat + plain depthwise (the repeat's NCHWc reorders cost what the
+# faster depthwise kernel saves).
+
+
+def passes_for(target: str) -> list[str]:
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}; valid: {', '.join(TARGETS)}")
+    return [name for name, (targets, _) in PASS_TARGETS.items() if target in targets]

@@ -1,0 +1,111 @@
+"""Depthwise-style convs in the forms ONNX Runtime runs fastest.
+
+* A (k,1) conv followed by a (1,k) depthwise-with-multiplier conv and nothing in between (the
+  stem, and every depth-separable pair once BatchNorm is folded) is one k x k conv: the
+  product of the two kernels, the first conv's bias pushed through the second. Where the
+  second conv's zero padding met the first conv's bias, the composite conv sees the bias; a
+  constant added to those border columns takes it back out, so the result is exact.
+* A depthwise conv with a channel multiplier m runs in ONNX Runtime as one tiny GEMM per group;
+  the same conv on its input repeated m times (one Gather) is a plain depthwise conv, which
+  ONNX Runtime's NCHWc kernels run when the channels fill its 16-wide blocks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from micronet_export.passes.graph_edit import GraphEditor, attribute
+
+
+def _conv(node, edit: GraphEditor):
+    if node.op_type != "Conv" or node.input[1] not in edit.consts:
+        return None
+    if list(attribute(node, "dilations", [1, 1])) != [1, 1]:
+        return None
+    w = edit.consts[node.input[1]]
+    b = edit.consts[node.input[2]] if len(node.input) > 2 and node.input[2] else np.zeros(w.shape[0], np.float32)
+    if len(node.input) > 2 and node.input[2] and node.input[2] not in edit.consts:
+        return None
+    return w, b, int(attribute(node, "group", 1)), list(attribute(node, "strides", [1, 1])), \
+        list(attribute(node, "pads", [0, 0, 0, 0]))
+
+
+def _pair(first, second, edit: GraphEditor, consumers, outputs) -> bool:
+    a, b = _conv(first, edit), _conv(second, edit)
+    if a is None or b is None or first.output[0] in outputs or len(consumers.get(first.output[0], [])) != 1:
+        return False
+    (wa, _, _, sa, pa), (wb, _, gb, sb, pb) = a, b
+    return wa.shape[3] == 1 and wb.shape[2] == 1 and wb.shape[1] == 1 and gb == wa.shape[0] \
+        and sa[1] == 1 and sb[0] == 1 and pa[1] == pa[3] == 0 and pb[0] == pb[2] == 0
+
+
+def _composite(a, b, in_width: int):
+    (wa, ba, ga, sa, pa), (wb, bb, gb, sb, pb) = a, b
+    mult = wb.shape[0] // wa.shape[0]
+    source = np.arange(wb.shape[0]) // mult  # first conv's channel each output reads
+    kernel = wb[:, 0, 0, None, None, :] * wa[source][:, :, :, 0, None]  # (out, in/g, kh, 1) x (out, 1, 1, kw)
+    bias = bb + ba[source] * wb[:, 0, 0, :].sum(axis=1)
+    out_width = (in_width + pb[1] + pb[3] - wb.shape[3]) // sb[1] + 1
+    columns = np.arange(out_width)[:, None] * sb[1] + np.arange(wb.shape[3])[None, :] - pb[1]
+    outside = (columns < 0) | (columns >= in_width)  # (out_width, kw): taps on the second conv's padding
+    correction = -(wb[:, 0, 0, :] * ba[source][:, None]) @ outside.T.astype(wb.dtype)  # (out, out_width)
+    attrs = {"group": ga, "strides": [sa[0], sb[1]], "pads": [pa[0], pb[1], pa[2], pb[3]],
+             "kernel_shape": [wa.shape[2], wb.shape[3]]}
+    return kernel.astype(np.float32), bias.astype(np.float32), correction.astype(np.float32), attrs
+
+
+def separable_pairs_composed(model: onnx.ModelProto, widths: dict[str, int], *,
+                             dense_first_only: bool = True) -> tuple[onnx.ModelProto, int]:
+    """Every (k,1) conv -> (1,k) depthwise pair as one k x k conv (+ a border constant);
+    ``dense_first_only``: only pairs whose first conv is dense (the stem)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    edit = GraphEditor(out)
+    consumers, outputs, done = edit.consumers(), edit.outputs, 0
+    for first in list(out.graph.node):
+        users = consumers.get(first.output[0], [])
+        if len(users) != 1 or not _pair(first, users[0], edit, consumers, outputs):
+            continue
+        second = users[0]
+        if dense_first_only and _conv(first, edit)[2] != 1:
+            continue
+        kernel, bias, correction, attrs = _composite(_conv(first, edit), _conv(second, edit), widths[first.output[0]])
+        conv = edit.make_node("Conv", [first.input[0], edit.add_const(f"{second.name}_composite_w", kernel),
+                                       edit.add_const(f"{second.name}_composite_b", bias)], second, "SeparableConv", **attrs)
+        nodes = [conv]
+        if np.any(correction):
+            nodes.append(edit.make_node("Add", [conv.output[0], edit.add_const(f"{second.name}_border",
+                                                                               correction[None, :, None, :])],
+                                        second, "SeparableBorder"))
+        edit.insert_after(second, nodes)
+        edit.replace_output(second, nodes[-1])
+        done += 1
+    edit.remove_dead()
+    return out, done
+
+
+def multipliers_as_repeats(model: onnx.ModelProto, channels: dict[str, int]) -> tuple[onnx.ModelProto, int]:
+    """Every depthwise conv with a channel multiplier as Gather (repeat) + plain depthwise."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    edit = GraphEditor(out)
+    done = 0
+    for node in list(out.graph.node):
+        conv = _conv(node, edit)
+        if conv is None:
+            continue
+        w, _, group, _, _ = conv
+        c_in = channels.get(node.input[0])
+        if c_in is None or group != c_in or w.shape[1] != 1 or w.shape[0] <= c_in:
+            continue
+        repeat = np.arange(w.shape[0]) // (w.shape[0] // c_in)
+        gather = edit.make_node("Gather", [node.input[0], edit.add_const(f"{node.name}_repeat", repeat.astype(np.int64))],
+                                node, "MultiplierRepeat", axis=1)
+        out.graph.node.insert(list(out.graph.node).index(node), gather)
+        node.input[0] = gather.output[0]
+        for a in node.attribute:
+            if a.name == "group":
+                a.i = int(w.shape[0])
+        done += 1
+    return out, done

@@ -1,0 +1,148 @@
+"""The MicroNet ONNX passes: each rewrite exact on a small hand-made graph, the optimized M0/M1
+graphs equal to PyTorch on the reference inputs, new nodes inside their module's scope, and
+the TFLite target's graph converted to the same TFLite graph as the plain export."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from micronet_export import create_model
+from micronet_export.int8.units import module_path
+from micronet_export.model.shift import shift_channels, shuffle_channels
+from micronet_export.onnx_export import export_onnx, summarize_graph
+from micronet_export.passes import optimize
+from micronet_export.passes.channel_gather import channel_permutations, tensor_shapes
+from micronet_export.passes.fold_gather import gathers_folded_into_convs
+from micronet_export.passes.pooling import spatial_means_as_pooling
+from micronet_export.passes.separable import separable_pairs_composed
+from micronet_export.runtimes import onnx_session, run_onnx, run_torch
+
+from conftest import REFERENCE_VARIANTS, reference_checkpoint
+
+# A rewrite only reorders float32 sums: a few ulps of the largest logit (the composed stem
+# sums 9 products where the pair summed 3 and 3).
+REWRITE_MAX_ABS_REL = 1e-5
+# The optimized graph against PyTorch: the export's fp32 parity bound.
+FP32_MAX_ABS_REL = 1e-4
+
+
+def _onnx(module: torch.nn.Module, shape, tmp_path) -> onnx.ModelProto:
+    path = tmp_path / "m.onnx"
+    torch.onnx.export(module.eval(), torch.randn(*shape), path, input_names=["input"], output_names=["logits"],
+                      opset_version=17, dynamo=False)
+    return onnx.load(path)
+
+
+def _max_abs_rel(a: onnx.ModelProto, b: onnx.ModelProto, x: np.ndarray) -> float:
+    want = run_onnx(onnx_session(a.SerializeToString()), x)
+    got = run_onnx(onnx_session(b.SerializeToString()), x)
+    return float(np.abs(got - want).max() / np.abs(want).max())
+
+
+class _ShuffleShift(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(12, 12, 1, groups=3)
+
+    def forward(self, x):
+        y = shuffle_channels(self.conv(x), 3)
+        return y * 0.5 + shift_channels(y, 4) * torch.relu(y).mean((2, 3), keepdim=True)
+
+
+def test_view_chains_become_one_gather_each(tmp_path):
+    graph = _onnx(_ShuffleShift(), (1, 12, 6, 6), tmp_path)
+    assert {"Transpose", "Slice", "Concat"} <= {n.op_type for n in graph.graph.node}
+    out, made = channel_permutations(graph)
+    ops = [n.op_type for n in out.graph.node]
+    assert made == 2 and ops.count("Gather") == 2
+    assert not {"Transpose", "Slice", "Concat", "Reshape"} & set(ops)
+    x = np.random.default_rng(0).standard_normal((2, 12, 6, 6)).astype(np.float32)
+    assert _max_abs_rel(graph, out, x) == 0.0  # a Gather copies exactly what the views copied
+
+
+class _SeparablePair(torch.nn.Module):
+    """The stem's shape: a dense (3,1) stride-(2,1) conv, then a (1,3) depthwise conv with a
+    multiplier and stride (1,2), both with biases (folded BatchNorm)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(1)
+        self.a = torch.nn.Conv2d(3, 2, (3, 1), (2, 1), (1, 0))
+        self.b = torch.nn.Conv2d(2, 4, (1, 3), (1, 2), (0, 1), groups=2)
+        with torch.no_grad():
+            self.a.bias.uniform_(0.5, 1.5)  # large enough that a wrong border shows
+
+    def forward(self, x):
+        return self.b(self.a(x))
+
+
+def test_separable_pair_composes_exactly_borders_included(tmp_path):
+    graph = _onnx(_SeparablePair(), (1, 3, 16, 16), tmp_path)
+    widths = {k: v[3] for k, v in tensor_shapes(graph).items() if len(v) == 4}
+    out, made = separable_pairs_composed(graph, widths)
+    assert made == 1 and [n.op_type for n in out.graph.node] == ["Conv", "Add"]
+    assert [d for d in out.graph.node[0].attribute if d.name == "kernel_shape"][0].ints == [3, 3]
+    x = np.random.default_rng(1).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    assert _max_abs_rel(graph, out, x) <= REWRITE_MAX_ABS_REL
+
+
+class _ConvShuffle(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(2)
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+
+    def forward(self, x):
+        return torch.relu(shuffle_channels(self.conv(x), 2)).mean((2, 3), keepdim=True)
+
+
+def test_permutation_after_a_dense_conv_moves_into_its_weights(tmp_path):
+    graph = _onnx(_ConvShuffle(), (1, 3, 8, 8), tmp_path)
+    gathered, _ = channel_permutations(graph)
+    folded, made = gathers_folded_into_convs(gathered)
+    pooled, pools = spatial_means_as_pooling(folded)
+    assert made == 1 and pools == 1
+    assert [n.op_type for n in pooled.graph.node] == ["Conv", "Relu", "GlobalAveragePool"]
+    x = np.random.default_rng(2).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    assert _max_abs_rel(graph, pooled, x) <= REWRITE_MAX_ABS_REL
+
+
+@pytest.mark.parametrize("variant", REFERENCE_VARIANTS)
+def test_optimized_graph_matches_pytorch_and_keeps_module_scopes(variant, reference_inputs):
+    model = create_model(variant, checkpoint=reference_checkpoint(variant))
+    plain = export_onnx(model)
+    optimized = optimize(plain, "onnxruntime")
+    # Every shuffle and shift is one Gather; the stem pair is one conv.
+    assert optimized.applied["channel_permutations"] >= 15 and optimized.applied["separable_pairs_composed"] == 1
+    summary = summarize_graph(optimized.model)
+    assert summary.gather_nodes == summary.channel_gathers and summary.max_rank <= 4
+    assert len(optimized.model.graph.node) < 0.7 * len(plain.graph.node)
+    x = reference_inputs.numpy()
+    want = run_torch(model, x)
+    got = run_onnx(onnx_session(optimized.model.SerializeToString()), x)
+    assert np.abs(got - want).max() <= FP32_MAX_ABS_REL * np.abs(want).max()
+    plain_nodes = {n.name for n in plain.graph.node}
+    for node in optimized.model.graph.node:
+        if node.name not in plain_nodes:  # made by a pass: named inside the module it replaces
+            assert module_path(node.name), node.name
+
+
+def test_none_keeps_the_plain_export():
+    plain = export_onnx(create_model("m0"), input_size=64)
+    assert optimize(plain, "onnxruntime", "none").model is plain
+    with pytest.raises(ValueError, match="optimization mode"):
+        optimize(plain, "onnxruntime", "fast")
+
+
+def test_tflite_target_graph_lowers_to_the_same_tflite_graph():
+    from micronet_export.tflite_export import convert
+    from micronet_export.tflite_inspect import op_histogram
+
+    plain = export_onnx(create_model("m0", checkpoint=reference_checkpoint("m0")), input_size=64)
+    optimized = optimize(plain, "tflite")
+    assert "separable_pairs_composed" not in optimized.applied  # an ORT-only rewrite (passes/cost.py)
+    assert op_histogram(convert(optimized.model, "fp32").flatbuffer) == op_histogram(convert(plain, "fp32").flatbuffer)
