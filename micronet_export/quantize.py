@@ -95,8 +95,8 @@ def quantize_onnx(
     """Static QDQ int8 of ``fp32_model`` calibrated on ``calibration``.
 
     Activations are uint8 (asymmetric) and weights int8 per channel: the U8S8 pairing ONNX
-    Runtime's x86 kernels are built for. With int8 activations, 13 of M0's convs were left as
-    DequantizeLinear + float Conv (not fused into QLinearConv) and the model ran 1.2x slower.
+    Runtime's x86 kernels are built for; with int8 activations it leaves convs as
+    DequantizeLinear + float Conv instead of fusing them into QLinearConv.
 
     ``range_cache``: ORT's calibration cache (JSON of per-tensor ranges). When the file exists
     its ranges are used and ``calibration`` is not read; otherwise ORT calibrates and writes it,

@@ -62,5 +62,9 @@ def optimize(model: onnx.ModelProto, target: str, mode: str = "auto") -> Optimiz
         return result
     for name in passes_for(target):
         result.model, result.applied[name] = _run(name, result.model)
+    produced = {o for node in result.model.graph.node for o in node.output}
+    stale = [vi for vi in result.model.graph.value_info if vi.name not in produced]
+    for vi in stale:  # shapes of tensors the passes removed
+        result.model.graph.value_info.remove(vi)
     onnx.checker.check_model(result.model)
     return result

@@ -72,7 +72,10 @@ class TFLiteModel:
         self.out = self.interp.get_output_details()[0]
 
     def set_input(self, sample_nchw: np.ndarray) -> None:
-        x = np.ascontiguousarray(sample_nchw.transpose(1, 2, 0))[None]
+        shape = list(self.inp["shape"])
+        # NHWC unless the model takes the sample's own layout (litert-torch keeps PyTorch's NCHW).
+        nchw = len(shape) == 4 and shape[1:] == list(sample_nchw.shape) and shape[3] != shape[1]
+        x = np.ascontiguousarray(sample_nchw if nchw else sample_nchw.transpose(1, 2, 0))[None]
         dtype = self.inp["dtype"]
         if dtype != np.float32:
             scale, zero = self.inp["quantization"]
