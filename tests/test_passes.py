@@ -14,6 +14,7 @@ from micronet_export.int8.units import module_path
 from micronet_export.model.shift import shift_channels, shuffle_channels
 from micronet_export.onnx_export import export_onnx, summarize_graph
 from micronet_export.passes import optimize
+from micronet_export.passes.activations import clip_scales_folded, hard_swish_as_op
 from micronet_export.passes.channel_gather import channel_permutations, tensor_shapes
 from micronet_export.passes.fold_gather import gathers_folded_into_convs
 from micronet_export.passes.pooling import spatial_means_as_pooling
@@ -82,12 +83,65 @@ class _SeparablePair(torch.nn.Module):
 
 def test_separable_pair_composes_exactly_borders_included(tmp_path):
     graph = _onnx(_SeparablePair(), (1, 3, 16, 16), tmp_path)
-    widths = {k: v[3] for k, v in tensor_shapes(graph).items() if len(v) == 4}
-    out, made = separable_pairs_composed(graph, widths)
+    out, made = separable_pairs_composed(graph, tensor_shapes(graph))
     assert made == 1 and [n.op_type for n in out.graph.node] == ["Conv", "Add"]
     assert [d for d in out.graph.node[0].attribute if d.name == "kernel_shape"][0].ints == [3, 3]
     x = np.random.default_rng(1).standard_normal((2, 3, 16, 16)).astype(np.float32)
     assert _max_abs_rel(graph, out, x) <= REWRITE_MAX_ABS_REL
+
+
+class _GroupedPair(torch.nn.Module):
+    """MicroNet's first block after the stem: (3,1) and (1,3) depthwise convs with multiplier 2 on
+    4 channels (one input per group), both with biases."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(3)
+        self.a = torch.nn.Conv2d(4, 8, (3, 1), (2, 1), (1, 0), groups=4)
+        self.b = torch.nn.Conv2d(8, 16, (1, 3), (1, 2), (0, 1), groups=8)
+        with torch.no_grad():
+            self.a.bias.uniform_(0.5, 1.5)
+
+    def forward(self, x):
+        return self.b(self.a(x))
+
+
+def test_grouped_pair_on_few_channels_composes_into_one_dense_conv(tmp_path):
+    graph = _onnx(_GroupedPair(), (1, 4, 16, 16), tmp_path)
+    out, made = separable_pairs_composed(graph, tensor_shapes(graph))
+    assert made == 1 and [n.op_type for n in out.graph.node] == ["Conv", "Add"]
+    conv = out.graph.node[0]
+    assert [a.i for a in conv.attribute if a.name == "group"] == [1]
+    weights = {i.name: onnx.numpy_helper.to_array(i) for i in out.graph.initializer}
+    assert weights[conv.input[1]].shape == (16, 4, 3, 3)
+    x = np.random.default_rng(4).standard_normal((2, 4, 16, 16)).astype(np.float32)
+    assert _max_abs_rel(graph, out, x) <= REWRITE_MAX_ABS_REL
+
+
+class _Activations(torch.nn.Module):
+    """Dynamic Shift-Max's scaled hard sigmoid after a 1x1 conv, and h-swish written out the way
+    model/blocks.py writes it."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(5)
+        self.conv = torch.nn.Conv2d(6, 8, 1)
+
+    def forward(self, x):
+        gate = torch.clamp(self.conv(x), 0.0, 1.0) * 2.5
+        total = x.sum()
+        return gate * x.mean() + total * (torch.clamp(total + 3.0, 0.0, 6.0) / 6.0)
+
+
+def test_clip_scale_and_hard_swish_fold_exactly(tmp_path):
+    graph = _onnx(_Activations(), (1, 6, 5, 5), tmp_path)
+    scaled, scales = clip_scales_folded(graph)
+    swished, swishes = hard_swish_as_op(scaled)
+    ops = [n.op_type for n in swished.graph.node]
+    assert scales == 1 and swishes == 1
+    assert ops.count("Mul") == len([n for n in graph.graph.node if n.op_type == "Mul"]) - 2 and "Div" not in ops
+    x = np.random.default_rng(6).standard_normal((2, 6, 5, 5)).astype(np.float32)
+    assert _max_abs_rel(graph, swished, x) <= REWRITE_MAX_ABS_REL
 
 
 class _ConvShuffle(torch.nn.Module):
@@ -116,8 +170,10 @@ def test_optimized_graph_matches_pytorch_and_keeps_module_scopes(variant, refere
     model = create_model(variant, checkpoint=reference_checkpoint(variant))
     plain = export_onnx(model)
     optimized = optimize(plain, "onnxruntime")
-    # Every shuffle and shift is one Gather; the stem pair is one conv.
-    assert optimized.applied["channel_permutations"] >= 15 and optimized.applied["separable_pairs_composed"] == 1
+    # Every shuffle and shift is one Gather; the stem pair is one conv; every hard sigmoid's scale
+    # is folded and h-swish is one node (the avgpool's and the classifier's).
+    assert optimized.applied["clip_scales_folded"] >= 14 and optimized.applied["hard_swish_as_op"] == 3
+    assert optimized.applied["channel_permutations"] >= 15 and optimized.applied["separable_pairs_composed"] >= 1
     summary = summarize_graph(optimized.model)
     assert summary.gather_nodes == summary.channel_gathers and summary.max_rank <= 4
     assert len(optimized.model.graph.node) < 0.7 * len(plain.graph.node)
@@ -144,5 +200,6 @@ def test_tflite_target_graph_lowers_to_the_same_tflite_graph():
 
     plain = export_onnx(create_model("m0", checkpoint=reference_checkpoint("m0")), input_size=64)
     optimized = optimize(plain, "tflite")
-    assert "separable_pairs_composed" not in optimized.applied  # an ORT-only rewrite (passes/cost.py)
+    for ort_only in ("separable_pairs_composed", "clip_scales_folded", "hard_swish_as_op"):  # passes/cost.py
+        assert ort_only not in optimized.applied
     assert op_histogram(convert(optimized.model, "fp32").flatbuffer) == op_histogram(convert(plain, "fp32").flatbuffer)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import onnx
 
+from micronet_export.passes.activations import clip_scales_folded, hard_swish_as_op
 from micronet_export.passes.channel_gather import channel_permutations, tensor_shapes
 from micronet_export.passes.cost import TARGETS, passes_for
 from micronet_export.passes.fold_gather import gathers_folded_into_convs
@@ -43,8 +44,11 @@ def _run(name: str, model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     if name == "spatial_means_as_pooling":
         return spatial_means_as_pooling(model)
     if name == "separable_pairs_composed":
-        widths = {k: v[3] for k, v in tensor_shapes(model).items() if len(v) == 4}
-        return separable_pairs_composed(model, widths)
+        return separable_pairs_composed(model, {k: v for k, v in tensor_shapes(model).items() if len(v) == 4})
+    if name == "clip_scales_folded":
+        return clip_scales_folded(model)
+    if name == "hard_swish_as_op":
+        return hard_swish_as_op(model)
     if name == "gathers_folded_into_convs":
         return gathers_folded_into_convs(model)
     raise ValueError(f"unknown pass {name!r}")

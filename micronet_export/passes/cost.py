@@ -18,9 +18,16 @@ PASS_TARGETS: dict[str, tuple[tuple[str, ...], str]] = {
     "separable_pairs_composed": (("onnxruntime",), "ONNX Runtime pads a dense conv with < 16 inputs to 16 NCHWc "
                                  "outputs: the stem's (3,1) + (1,3) pair as one 3x3 conv pads once, on a quarter "
                                  "of the pixels. XNNPACK runs the pair well and the emitter lets the stem emit "
-                                 "the next conv's channel repeats, which a composite conv would not"),
+                                 "the next conv's channel repeats, which a composite conv would not. A pair "
+                                 "reading <= 4 channels (one input per group) is composed dense for the same kernel"),
     "gathers_folded_into_convs": (TARGETS, "a permutation next to a dense (or group-keeping) conv is free in its "
                                   "weights on both runtimes"),
+    "clip_scales_folded": (("onnxruntime",), "ONNX Runtime pays a fixed cost per node, a large share on Dynamic "
+                           "Shift-Max's coefficient vectors: the hard sigmoid's scale goes into the conv and the "
+                           "clip, which ONNX Runtime then fuses. The TFLite emitter folds the whole affine itself"),
+    "hard_swish_as_op": (("onnxruntime",), "h-swish's four nodes as one HardSwish kernel in ONNX Runtime; the "
+                         "TFLite emitter lowers h-swish in the form XNNPACK delegates in int8 and refuses "
+                         "operators it does not map"),
 }
 # Passes measured and left out: Dynamic Shift-Max as a grouped conv with the coefficients as
 # runtime weights (ONNX Runtime runs a 2-in/2-out-per-group conv as one tiny GEMM per group:

@@ -55,10 +55,26 @@ def _composite(a, b, in_width: int):
     return kernel.astype(np.float32), bias.astype(np.float32), correction.astype(np.float32), attrs
 
 
-def separable_pairs_composed(model: onnx.ModelProto, widths: dict[str, int], *,
-                             dense_first_only: bool = True) -> tuple[onnx.ModelProto, int]:
-    """Every (k,1) conv -> (1,k) depthwise pair as one k x k conv (+ a border constant);
-    ``dense_first_only``: only pairs whose first conv is dense (the stem)."""
+# A pair whose first conv reads at most this many channels (M0's first block, after the
+# 4-channel stem) is composed and written dense: ONNX Runtime runs a dense conv on few input
+# channels with its direct NCHWc kernel, a grouped one (one input per group) as one tiny GEMM
+# per group. Wider inputs already fill NCHWc blocks and are left as they are.
+DENSE_COMPOSITE_MAX_INPUTS = 4
+
+
+def _dense(kernel: np.ndarray, group: int, inputs: int) -> np.ndarray:
+    """A grouped conv's kernel (out, in/group, kh, kw) as the dense kernel (out, in, kh, kw)."""
+    dense = np.zeros((kernel.shape[0], inputs) + kernel.shape[2:], kernel.dtype)
+    per_group_in, per_group_out = inputs // group, kernel.shape[0] // group
+    for out in range(kernel.shape[0]):
+        start = (out // per_group_out) * per_group_in
+        dense[out, start:start + per_group_in] = kernel[out]
+    return dense
+
+
+def separable_pairs_composed(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> tuple[onnx.ModelProto, int]:
+    """Each (k,1) conv -> (1,k) depthwise pair whose first conv is dense (the stem) or reads at
+    most DENSE_COMPOSITE_MAX_INPUTS channels, as one dense k x k conv (+ a border constant)."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     edit = GraphEditor(out)
@@ -67,16 +83,19 @@ def separable_pairs_composed(model: onnx.ModelProto, widths: dict[str, int], *,
         users = consumers.get(first.output[0], [])
         if len(users) != 1 or not _pair(first, users[0], edit, consumers, outputs):
             continue
-        second = users[0]
-        if dense_first_only and _conv(first, edit)[2] != 1:
+        second, inputs = users[0], shapes[first.input[0]][1]
+        if _conv(first, edit)[2] != 1 and inputs > DENSE_COMPOSITE_MAX_INPUTS:
             continue
-        kernel, bias, correction, attrs = _composite(_conv(first, edit), _conv(second, edit), widths[first.output[0]])
+        kernel, bias, correction, attrs = _composite(_conv(first, edit), _conv(second, edit), shapes[first.output[0]][3])
+        kernel, attrs["group"] = _dense(kernel, attrs["group"], inputs), 1
         conv = edit.make_node("Conv", [first.input[0], edit.add_const(f"{second.name}_composite_w", kernel),
                                        edit.add_const(f"{second.name}_composite_b", bias)], second, "SeparableConv", **attrs)
         nodes = [conv]
         if np.any(correction):
-            nodes.append(edit.make_node("Add", [conv.output[0], edit.add_const(f"{second.name}_border",
-                                                                               correction[None, :, None, :])],
+            # Stored at the output's full shape: ONNX Runtime adds same-shape tensors faster
+            # than it broadcasts a (1, C, 1, W) constant over the rows.
+            border = np.broadcast_to(correction[None, :, None, :], shapes[second.output[0]]).astype(np.float32)
+            nodes.append(edit.make_node("Add", [conv.output[0], edit.add_const(f"{second.name}_border", border)],
                                         second, "SeparableBorder"))
         edit.insert_after(second, nodes)
         edit.replace_output(second, nodes[-1])
