@@ -54,8 +54,10 @@ def _conv_kind(weight_dims, group: int, input_pixels: int) -> str | None:
         # no depthwise int8 kernel applies to a channel multiplier (one tiny GEMM per group),
         # and the plain depthwise int8 kernel loses to the NCHWc float one
         return "depthwise"
-    if group == 1 and out_c < 8 and kh * kw > 1:
-        return "narrow spatial"  # the stem: 2-4 outputs, K padded in the int8 kernels
+    if group == 1 and kh * kw > 1 and min(out_c, in_per_group) < 8:
+        # the stem and the first block's composed conv: 3-4 inputs or outputs, K = C*k*k and
+        # the output channels padded in the int8 kernels, plus the NHWC transposes around them
+        return "narrow spatial"
     if input_pixels == 1:
         return "one pixel"  # Dynamic Shift-Max's FCs: quantize/requantize cost more than the FC
     if group > 1 and in_per_group < MIN_INT8_INPUTS_PER_GROUP:

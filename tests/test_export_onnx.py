@@ -69,9 +69,10 @@ def test_int8_keeps_slow_convs_float_with_uint8_activations(onnx_int8_run):
     proto = onnx.load(out / artifact_names("m0")["onnx_int8"])
     fp32 = onnx.load(out / artifact_names("m0")["onnx_fp32"])
     slow = slow_int8_convs(fp32)
-    # Float: the stem, the 12 depthwise convs (7 with a channel multiplier), the 30 Dynamic
-    # Shift-Max FCs on one pixel and the 7 grouped 1x1 convs with < 16 inputs per group.
-    assert len(slow) == 1 + 12 + 30 + 7
+    # Float: the stem and the first block's composed conv (3-4 channels, 3x3), the 10 depthwise
+    # convs (4 with a channel multiplier), the 30 Dynamic Shift-Max FCs on one pixel and the 7
+    # grouped 1x1 convs with < 16 inputs per group.
+    assert len(slow) == 2 + 10 + 30 + 7
     producer = {o: n for n in proto.graph.node for o in n.output}
     convs = {n.name: n for n in proto.graph.node if n.op_type == "Conv"}
     for name in slow:
