@@ -82,6 +82,20 @@ def slow_int8_convs(model: onnx.ModelProto) -> list[str]:
     return slow
 
 
+# A Gemm on one vector (Dynamic Shift-Max's FCs, the classifier) pays for int8 only when
+# reading its weights dominates: below this many weights, quantizing its input and
+# dequantizing its output cost more than the float Gemm (M0-M3's Shift-Max FCs: 0.3k-127k
+# weights; the ImageNet classifiers 246k-1M).
+MIN_INT8_GEMM_WEIGHTS = 1 << 17
+
+
+def slow_int8_gemms(model: onnx.ModelProto) -> list[str]:
+    """Gemm nodes too small for int8 to pay on ONNX Runtime's CPU kernels (see above)."""
+    weights = {i.name: i.dims for i in model.graph.initializer}
+    return [n.name for n in model.graph.node if n.op_type == "Gemm" and n.input[1] in weights
+            and int(np.prod(weights[n.input[1]])) < MIN_INT8_GEMM_WEIGHTS]
+
+
 def quantize_onnx(
     fp32_model: onnx.ModelProto,
     calibration: np.ndarray | None,
@@ -126,7 +140,8 @@ def quantize_onnx(
                 activation_type={"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}[activation_type],
                 weight_type=QuantType.QInt8,
                 calibrate_method=methods[method],
-                nodes_to_exclude=list(nodes_to_exclude) + (slow_int8_convs(fp32_model) if keep_slow_convs_float else []),
+                nodes_to_exclude=list(nodes_to_exclude) + (slow_int8_convs(fp32_model) + slow_int8_gemms(fp32_model)
+                                                    if keep_slow_convs_float else []),
                 op_types_to_quantize=list(op_types) if op_types else None,
                 extra_options={"CalibTensorRangeSymmetric": False, "ActivationSymmetric": False},
                 calibration_cache_path=str(range_cache) if range_cache is not None else None,

@@ -63,23 +63,24 @@ def test_int8_graph_is_qdq_of_the_optimized_graph(onnx_int8_run):
 
 
 def test_int8_keeps_slow_convs_float_with_uint8_activations(onnx_int8_run):
-    from micronet_export.quantize import slow_int8_convs
+    from micronet_export.quantize import slow_int8_convs, slow_int8_gemms
 
     out, _ = onnx_int8_run
     proto = onnx.load(out / artifact_names("m0")["onnx_int8"])
     fp32 = onnx.load(out / artifact_names("m0")["onnx_fp32"])
-    slow = slow_int8_convs(fp32)
+    slow = slow_int8_convs(fp32) + slow_int8_gemms(fp32)
     # Float: the stem and the first block's composed conv (3-4 channels, 3x3), the 10 depthwise
-    # convs (4 with a channel multiplier), the 30 Dynamic Shift-Max FCs on one pixel and the 7
-    # grouped 1x1 convs with < 16 inputs per group.
-    assert len(slow) == 2 + 10 + 30 + 7
+    # convs (4 with a channel multiplier), the 7 grouped 1x1 convs with < 16 inputs per group,
+    # and the 30 Dynamic Shift-Max FCs (Gemms on the pooled vector, passes/pixel_fc.py).
+    assert len(slow_int8_convs(fp32)) == 2 + 10 + 7 and len(slow_int8_gemms(fp32)) == 30
     producer = {o: n for n in proto.graph.node for o in n.output}
-    convs = {n.name: n for n in proto.graph.node if n.op_type == "Conv"}
+    layers = {n.name: n for n in proto.graph.node if n.op_type in ("Conv", "Gemm")}
     for name in slow:
-        weight = producer.get(convs[name].input[1])
+        weight = producer.get(layers[name].input[1])
         assert weight is None or weight.op_type != "DequantizeLinear", name  # float weights
-    others = [n for n in convs.values() if n.name not in slow]
-    assert others and all(producer[n.input[1]].op_type == "DequantizeLinear" for n in others)
+    others = [n for n in layers.values() if n.name not in slow]
+    # int8: M0's three wide 1x1 convs and the classifier's two Gemms
+    assert len(others) == 5 and all(producer[n.input[1]].op_type == "DequantizeLinear" for n in others)
     inits = {i.name: i for i in proto.graph.initializer}
     zero_points = [inits[n.input[2]] for n in proto.graph.node if n.op_type == "QuantizeLinear"]
     assert zero_points and all(z.data_type == onnx.TensorProto.UINT8 for z in zero_points)

@@ -15,8 +15,10 @@ from micronet_export.model.shift import shift_channels, shuffle_channels
 from micronet_export.onnx_export import export_onnx, summarize_graph
 from micronet_export.passes import optimize
 from micronet_export.passes.activations import clip_scales_folded, hard_swish_as_op
+from micronet_export.passes.channel_scale import channel_scales_as_batchnorm
 from micronet_export.passes.channel_gather import channel_permutations, tensor_shapes
 from micronet_export.passes.fold_gather import gathers_folded_into_convs
+from micronet_export.passes.pixel_fc import pixel_fcs_as_gemm
 from micronet_export.passes.pooling import spatial_means_as_pooling
 from micronet_export.passes.separable import separable_pairs_composed
 from micronet_export.runtimes import onnx_session, run_onnx, run_torch
@@ -173,6 +175,7 @@ def test_optimized_graph_matches_pytorch_and_keeps_module_scopes(variant, refere
     # Every shuffle and shift is one Gather; the stem pair is one conv; every hard sigmoid's scale
     # is folded and h-swish is one node (the avgpool's and the classifier's).
     assert optimized.applied["clip_scales_folded"] >= 14 and optimized.applied["hard_swish_as_op"] == 3
+    assert optimized.applied["channel_scales_as_batchnorm"] >= 40 and optimized.applied["pixel_fcs_as_gemm"] == 15
     assert optimized.applied["channel_permutations"] >= 15 and optimized.applied["separable_pairs_composed"] >= 1
     summary = summarize_graph(optimized.model)
     assert summary.gather_nodes == summary.channel_gathers and summary.max_rank <= 4
@@ -200,6 +203,59 @@ def test_tflite_target_graph_lowers_to_the_same_tflite_graph():
 
     plain = export_onnx(create_model("m0", checkpoint=reference_checkpoint("m0")), input_size=64)
     optimized = optimize(plain, "tflite")
-    for ort_only in ("separable_pairs_composed", "clip_scales_folded", "hard_swish_as_op"):  # passes/cost.py
+    for ort_only in ("separable_pairs_composed", "clip_scales_folded", "hard_swish_as_op",
+                     "channel_scales_as_batchnorm", "pixel_fcs_as_gemm"):  # passes/cost.py
         assert ort_only not in optimized.applied
     assert op_histogram(convert(optimized.model, "fp32").flatbuffer) == op_histogram(convert(plain, "fp32").flatbuffer)
+
+
+class _ChannelProducts(torch.nn.Module):
+    """Dynamic Shift-Max's products: one coefficient vector cut by a Split into per-channel
+    factors of a 7x7 map, plus one factor that something else reads too."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(7)
+        self.fc = torch.nn.Conv2d(16, 32, 1)
+
+    def forward(self, x):
+        coef = torch.sigmoid(self.fc(x.mean((2, 3), keepdim=True)))
+        a, b = torch.split(coef, 16, dim=1)
+        lone = x.amax((2, 3), keepdim=True)
+        return torch.maximum(x * a, x * b) + x * lone + lone
+
+
+def test_channel_products_become_exact_batchnorm_scales(tmp_path):
+    graph = _onnx(_ChannelProducts(), (1, 16, 7, 7), tmp_path)
+    out, made = channel_scales_as_batchnorm(graph, tensor_shapes(graph))
+    ops = [n.op_type for n in out.graph.node]
+    assert made == 3 and ops.count("BatchNormalization") == 3 and "Mul" not in ops
+    assert ops.count("Reshape") == 2  # the Split's input once, the lone factor once
+    onnx.checker.check_model(out, full_check=True)
+    x = np.random.default_rng(8).standard_normal((1, 16, 7, 7)).astype(np.float32)
+    assert _max_abs_rel(graph, out, x) == 0.0  # (x - 0) / sqrt(1 + 0) * a + 0 is x * a
+
+
+class _PooledFCs(torch.nn.Module):
+    """Dynamic Shift-Max's coefficient path: pooled vector, 1x1 conv, ReLU, 1x1 conv, clamp."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(9)
+        self.fc1, self.fc2 = torch.nn.Conv2d(16, 4, 1), torch.nn.Conv2d(4, 16, 1)
+
+    def forward(self, x):
+        coef = torch.clamp(self.fc2(torch.relu(self.fc1(x.mean((2, 3), keepdim=True)))), 0.0, 1.0) - 0.5
+        return x * coef
+
+
+def test_pooled_fcs_become_gemms_on_the_flat_vector(tmp_path):
+    graph = _onnx(_PooledFCs(), (1, 16, 5, 5), tmp_path)
+    pooled, _ = spatial_means_as_pooling(graph)
+    out, made = pixel_fcs_as_gemm(pooled)
+    ops = [n.op_type for n in out.graph.node]
+    assert made == 1 and ops.count("Gemm") == 2 and "Conv" not in ops
+    assert ops.count("Flatten") == 1 and ops.count("Reshape") == 1  # back to (1, 16, 1, 1) for the Mul
+    onnx.checker.check_model(out, full_check=True)
+    x = np.random.default_rng(10).standard_normal((1, 16, 5, 5)).astype(np.float32)
+    assert _max_abs_rel(graph, out, x) <= REWRITE_MAX_ABS_REL

@@ -17,9 +17,11 @@ from dataclasses import dataclass, field
 import onnx
 
 from micronet_export.passes.activations import clip_scales_folded, hard_swish_as_op
+from micronet_export.passes.channel_scale import channel_scales_as_batchnorm
 from micronet_export.passes.channel_gather import channel_permutations, tensor_shapes
 from micronet_export.passes.cost import TARGETS, passes_for
 from micronet_export.passes.fold_gather import gathers_folded_into_convs
+from micronet_export.passes.pixel_fc import pixel_fcs_as_gemm
 from micronet_export.passes.pooling import spatial_means_as_pooling
 from micronet_export.passes.separable import separable_pairs_composed
 
@@ -49,6 +51,10 @@ def _run(name: str, model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         return clip_scales_folded(model)
     if name == "hard_swish_as_op":
         return hard_swish_as_op(model)
+    if name == "pixel_fcs_as_gemm":
+        return pixel_fcs_as_gemm(model)
+    if name == "channel_scales_as_batchnorm":
+        return channel_scales_as_batchnorm(model, tensor_shapes(model))
     if name == "gathers_folded_into_convs":
         return gathers_folded_into_convs(model)
     raise ValueError(f"unknown pass {name!r}")

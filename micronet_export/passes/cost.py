@@ -28,6 +28,12 @@ PASS_TARGETS: dict[str, tuple[tuple[str, ...], str]] = {
     "hard_swish_as_op": (("onnxruntime",), "h-swish's four nodes as one HardSwish kernel in ONNX Runtime; the "
                          "TFLite emitter lowers h-swish in the form XNNPACK delegates in int8 and refuses "
                          "operators it does not map"),
+    "channel_scales_as_batchnorm": (("onnxruntime",), "ONNX Runtime broadcasts a (1,C,1,1) factor as one short "
+                                    "loop per channel; its BatchNormalization kernel scales channels faster on "
+                                    "7x7-28x28 maps. XNNPACK's MUL broadcasts well and the emitter maps Mul"),
+    "pixel_fcs_as_gemm": (("onnxruntime",), "ONNX Runtime runs a 1x1 conv on a pooled pixel in NCHWc, with "
+                          "reorders around it; a Gemm on the flattened vector needs none. The TFLite emitter "
+                          "lowers those convs to XNNPACK's fully connected kernels itself"),
 }
 # Passes measured and left out: Dynamic Shift-Max as a grouped conv with the coefficients as
 # runtime weights (ONNX Runtime runs a 2-in/2-out-per-group conv as one tiny GEMM per group:
