@@ -120,6 +120,20 @@ def test_grouped_pair_on_few_channels_composes_into_one_dense_conv(tmp_path):
     assert _max_abs_rel(graph, out, x) <= REWRITE_MAX_ABS_REL
 
 
+def test_wider_multiplier_pair_becomes_one_repeat_and_one_depthwise_conv(tmp_path):
+    pair = _GroupedPair()
+    pair.a = torch.nn.Conv2d(8, 16, (3, 1), (2, 1), (1, 0), groups=8)
+    pair.b = torch.nn.Conv2d(16, 32, (1, 3), (1, 2), (0, 1), groups=16)
+    with torch.no_grad():
+        pair.a.bias.uniform_(0.5, 1.5)
+    graph = _onnx(pair, (1, 8, 16, 16), tmp_path)
+    out, made = separable_pairs_composed(graph, tensor_shapes(graph))
+    assert made == 1 and [n.op_type for n in out.graph.node] == ["Gather", "Conv", "Add"]
+    assert [a.i for a in out.graph.node[1].attribute if a.name == "group"] == [32]  # plain depthwise
+    x = np.random.default_rng(11).standard_normal((2, 8, 16, 16)).astype(np.float32)
+    assert _max_abs_rel(graph, out, x) <= REWRITE_MAX_ABS_REL
+
+
 class _Activations(torch.nn.Module):
     """Dynamic Shift-Max's scaled hard sigmoid after a 1x1 conv, and h-swish written out the way
     model/blocks.py writes it."""

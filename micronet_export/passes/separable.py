@@ -7,7 +7,8 @@
   constant added to those border columns takes it back out, so the result is exact.
 * A depthwise conv with a channel multiplier m runs in ONNX Runtime as one tiny GEMM per group;
   the same conv on its input repeated m times (one Gather) is a plain depthwise conv, which
-  ONNX Runtime's NCHWc kernels run when the channels fill its 16-wide blocks.
+  ONNX Runtime's NCHWc kernels run when the channels fill its 16-wide blocks. Composing the
+  pair first makes that one repeat and one depthwise conv for both.
 """
 
 from __future__ import annotations
@@ -55,11 +56,24 @@ def _composite(a, b, in_width: int):
     return kernel.astype(np.float32), bias.astype(np.float32), correction.astype(np.float32), attrs
 
 
-# A pair whose first conv reads at most this many channels (M0's first block, after the
-# 4-channel stem) is composed and written dense: ONNX Runtime runs a dense conv on few input
-# channels with its direct NCHWc kernel, a grouped one (one input per group) as one tiny GEMM
-# per group. Wider inputs already fill NCHWc blocks and are left as they are.
+# Which form a composed pair takes in ONNX Runtime (M0, AVX-512; benchmarks/results/ort_passes.md):
+# * "dense": the stem (its first conv is dense) and a pair on at most DENSE_COMPOSITE_MAX_INPUTS
+#   channels (M0's first block): ORT runs a dense conv on few input channels with its direct
+#   NCHWc kernel, a grouped one with one input per group as one tiny GEMM per group;
+# * "repeat": a wider pair with channel multipliers whose output fills whole NCHWc blocks
+#   (REPEAT_CHANNEL_MULTIPLE: 16 is the AVX-512 block, and a multiple of AVX2's 8): its input
+#   repeated by one Gather, then one plain depthwise k x k conv, which NCHWc runs;
+# * otherwise the pair stays: its depthwise convs already run in NCHWc.
 DENSE_COMPOSITE_MAX_INPUTS = 4
+REPEAT_CHANNEL_MULTIPLE = 16
+
+
+def _form(first_group: int, inputs: int, outputs: int, one_input_per_group: bool) -> str | None:
+    if first_group == 1 or inputs <= DENSE_COMPOSITE_MAX_INPUTS:
+        return "dense"
+    if one_input_per_group and outputs > inputs and outputs % REPEAT_CHANNEL_MULTIPLE == 0:
+        return "repeat"
+    return None
 
 
 def _dense(kernel: np.ndarray, group: int, inputs: int) -> np.ndarray:
@@ -72,9 +86,32 @@ def _dense(kernel: np.ndarray, group: int, inputs: int) -> np.ndarray:
     return dense
 
 
+def _composite_nodes(first, second, form: str, edit: GraphEditor, shapes) -> list[onnx.NodeProto]:
+    inputs = shapes[first.input[0]][1]
+    kernel, bias, correction, attrs = _composite(_conv(first, edit), _conv(second, edit), shapes[first.output[0]][3])
+    source, nodes = first.input[0], []
+    if form == "dense":
+        kernel, attrs["group"] = _dense(kernel, attrs["group"], inputs), 1
+    else:  # output o reads input channel o // (outputs / inputs): repeat the input that way
+        repeat = np.arange(kernel.shape[0]) // (kernel.shape[0] // inputs)
+        nodes.append(edit.make_node("Gather", [source, edit.add_const(f"{second.name}_repeat", repeat.astype(np.int64))],
+                                    second, "MultiplierRepeat", axis=1))
+        source, attrs["group"] = nodes[-1].output[0], kernel.shape[0]
+    nodes.append(edit.make_node("Conv", [source, edit.add_const(f"{second.name}_composite_w", kernel),
+                                         edit.add_const(f"{second.name}_composite_b", bias)], second, "SeparableConv",
+                                **attrs))
+    if np.any(correction):
+        # Stored at the output's full shape: ONNX Runtime adds same-shape tensors faster than it
+        # broadcasts a (1, C, 1, W) constant over the rows.
+        border = np.broadcast_to(correction[None, :, None, :], shapes[second.output[0]]).astype(np.float32)
+        nodes.append(edit.make_node("Add", [nodes[-1].output[0], edit.add_const(f"{second.name}_border", border)],
+                                    second, "SeparableBorder"))
+    return nodes
+
+
 def separable_pairs_composed(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> tuple[onnx.ModelProto, int]:
-    """Each (k,1) conv -> (1,k) depthwise pair whose first conv is dense (the stem) or reads at
-    most DENSE_COMPOSITE_MAX_INPUTS channels, as one dense k x k conv (+ a border constant)."""
+    """Each (k,1) conv -> (1,k) depthwise pair that ``_form`` picks, as one k x k conv (dense, or
+    depthwise on repeated input) + a border constant."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     edit = GraphEditor(out)
@@ -83,48 +120,13 @@ def separable_pairs_composed(model: onnx.ModelProto, shapes: dict[str, list[int]
         users = consumers.get(first.output[0], [])
         if len(users) != 1 or not _pair(first, users[0], edit, consumers, outputs):
             continue
-        second, inputs = users[0], shapes[first.input[0]][1]
-        if _conv(first, edit)[2] != 1 and inputs > DENSE_COMPOSITE_MAX_INPUTS:
+        second, (weights, _, group, _, _) = users[0], _conv(first, edit)
+        form = _form(group, shapes[first.input[0]][1], shapes[second.output[0]][1], weights.shape[1] == 1)
+        if form is None:
             continue
-        kernel, bias, correction, attrs = _composite(_conv(first, edit), _conv(second, edit), shapes[first.output[0]][3])
-        kernel, attrs["group"] = _dense(kernel, attrs["group"], inputs), 1
-        conv = edit.make_node("Conv", [first.input[0], edit.add_const(f"{second.name}_composite_w", kernel),
-                                       edit.add_const(f"{second.name}_composite_b", bias)], second, "SeparableConv", **attrs)
-        nodes = [conv]
-        if np.any(correction):
-            # Stored at the output's full shape: ONNX Runtime adds same-shape tensors faster
-            # than it broadcasts a (1, C, 1, W) constant over the rows.
-            border = np.broadcast_to(correction[None, :, None, :], shapes[second.output[0]]).astype(np.float32)
-            nodes.append(edit.make_node("Add", [conv.output[0], edit.add_const(f"{second.name}_border", border)],
-                                        second, "SeparableBorder"))
+        nodes = _composite_nodes(first, second, form, edit, shapes)
         edit.insert_after(second, nodes)
         edit.replace_output(second, nodes[-1])
         done += 1
     edit.remove_dead()
-    return out, done
-
-
-def multipliers_as_repeats(model: onnx.ModelProto, channels: dict[str, int]) -> tuple[onnx.ModelProto, int]:
-    """Every depthwise conv with a channel multiplier as Gather (repeat) + plain depthwise."""
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    edit = GraphEditor(out)
-    done = 0
-    for node in list(out.graph.node):
-        conv = _conv(node, edit)
-        if conv is None:
-            continue
-        w, _, group, _, _ = conv
-        c_in = channels.get(node.input[0])
-        if c_in is None or group != c_in or w.shape[1] != 1 or w.shape[0] <= c_in:
-            continue
-        repeat = np.arange(w.shape[0]) // (w.shape[0] // c_in)
-        gather = edit.make_node("Gather", [node.input[0], edit.add_const(f"{node.name}_repeat", repeat.astype(np.int64))],
-                                node, "MultiplierRepeat", axis=1)
-        out.graph.node.insert(list(out.graph.node).index(node), gather)
-        node.input[0] = gather.output[0]
-        for a in node.attribute:
-            if a.name == "group":
-                a.i = int(w.shape[0])
-        done += 1
     return out, done
