@@ -15,6 +15,7 @@ from pathlib import Path
 
 from micronet_export import __version__
 from micronet_export.errors import ParityError, UserError
+from micronet_export.interrupt import raise_if_interrupted, sigint_recorded
 from micronet_export.model.variants import VARIANTS
 
 SUBCOMMAND_HELP = {
@@ -345,7 +346,10 @@ def main(argv: list[str] | None = None) -> int:
     command = argv.pop(0) if argv and argv[0] in SUBCOMMANDS else "export"
     build_parser, run = SUBCOMMANDS[command]
     try:
-        return run(build_parser().parse_args(argv))
+        with sigint_recorded():
+            code = run(build_parser().parse_args(argv))
+            raise_if_interrupted()
+        return code
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

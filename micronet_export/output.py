@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from micronet_export.errors import OutputExistsError, UserError
+from micronet_export.interrupt import raise_if_interrupted
 from micronet_export.model.variants import VARIANTS
 from micronet_export.report import REPORT_JSON, REPORT_MD
 
@@ -120,6 +121,7 @@ def staged_output(folder: Path, files: list[str], force: bool):
         staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=folder))
         staged = StagedOutput(folder, staging, files, stale)
         yield staged
+        raise_if_interrupted()  # a Ctrl-C that a library swallowed still leaves nothing behind
         for name in files:
             os.replace(staging / name, folder / name)
         for path in stale:

@@ -17,7 +17,9 @@ import onnx
 from micronet_export.int8.ranges import choose_ranges, collect
 from micronet_export.int8.search import Int8Plan
 from micronet_export.int8.units import unit_of_node, unit_order
-from micronet_export.quantize import _with_outputs, quantize_onnx, read_range_cache, write_range_cache
+from micronet_export.quantize import (
+    _with_outputs, quantize_onnx, read_range_cache, slow_int8_convs, slow_int8_gemms, write_range_cache,
+)
 
 
 def _output_elements(model: onnx.ModelProto) -> dict[str, int]:
@@ -48,8 +50,17 @@ class OrtInt8Backend:
         sizes = _output_elements(fp32_onnx)
         self._nodes = [(n.name, unit_of_node(n.name), sum(sizes.get(o, 0) for o in n.output))
                        for n in fp32_onnx.graph.node if n.op_type != "Constant"]
+        # Only modules with a node the quantizer makes int8 are units: keeping any other one
+        # float changes nothing, and "every unit float" would be the float model.
+        slow = set(slow_int8_convs(fp32_onnx) + slow_int8_gemms(fp32_onnx))
+        self._int8_units = {unit_of_node(n.name) for n in fp32_onnx.graph.node
+                            if (op_types is None or n.op_type in op_types) and n.name not in slow}
 
     def units(self) -> list[str]:
+        return unit_order([unit for _, unit, _ in self._nodes if unit in self._int8_units])
+
+    def known_units(self) -> list[str]:
+        """Every module of the graph (what --keep-float may name; most are float anyway)."""
         return unit_order([unit for _, unit, _ in self._nodes])
 
     def unit_cost(self, unit: str) -> float:

@@ -158,11 +158,12 @@ def search(backend: Int8Backend, images: np.ndarray, reference: np.ndarray, opti
     """The cheapest plan meeting ``options.target`` on ``images`` (float logits ``reference``)."""
     score = _Scorer(backend, images, reference, options.target)
     all_units = backend.units()
-    unknown = [k for k in options.keep_float if not any(matches(u, (k,)) for u in all_units)]
+    known = getattr(backend, "known_units", backend.units)()  # ORT: modules without an int8 node too
+    unknown = [k for k in options.keep_float if not any(matches(u, (k,)) for u in known)]
     if unknown:
         raise UserError(f"--keep-float {unknown[0]!r} names no layer of this model; layers are "
-                        f"{', '.join(all_units[:6])}, ... (module paths, as in the report's per-layer table)")
-    forced = tuple(u for u in all_units if matches(u, options.keep_float))
+                        f"{', '.join(known[:6])}, ... (module paths, as in the report's per-layer table)")
+    forced = tuple(u for u in known if matches(u, options.keep_float))
     first = score("baseline", Int8Plan("minmax", forced))
     if first.met or options.fallback == "none":
         return score.result(first)
@@ -191,12 +192,15 @@ def _sensitivity(score: _Scorer, all_units: list[str], candidates: list[str]) ->
 
 
 def _shortest_prefix(score: _Scorer, forced: tuple[str, ...], ranking: list[str]) -> Trial:
-    """Bisection on k: the first k units of ``ranking`` in float (plus ``forced``)."""
+    """Bisection on k: the first k units of ``ranking`` in float (plus ``forced``), k below
+    len(ranking): an int8 artifact keeps at least one layer in int8 (with every layer float it
+    would be the float model under an int8 name, meeting any target)."""
     plan = lambda k: Int8Plan("relmse", forced + tuple(ranking[:k]))
-    high = score("float islands", plan(len(ranking)))
+    top = len(ranking) - 1
+    high = score("float islands", plan(max(top, 0)))
     if not high.met:
         return high
-    lo, hi, best = 0, len(ranking), high
+    lo, hi, best = 0, top, high
     while hi - lo > 1:
         mid = (lo + hi) // 2
         trial = score("float islands", plan(mid))
