@@ -151,7 +151,7 @@ def test_user_calibration_folder_with_bad_files(tmp_path):
     ("empty", ["no images in"]),
     ("too_few", ["readable image(s)", "at least 10 needed"]),
 ])
-def test_bad_calibration_folders_cli(tmp_path, case, fragments):
+def test_bad_calibration_folders_cli(tmp_path, capfd, case, fragments):
     calib = tmp_path / "calib"
     if case == "empty":
         calib.mkdir()
@@ -159,16 +159,18 @@ def test_bad_calibration_folders_cli(tmp_path, case, fragments):
         _photos(calib, 3)
         (calib / "bad.png").write_bytes(b"nope")
     out = tmp_path / "out"
-    proc = run_cli("--variant", "m0", "--format", "onnx", "--int8", "--calibration", str(calib), "--output", str(out))
+    proc = run_main(capfd, "--variant", "m0", "--format", "onnx", "--int8", "--calibration", str(calib),
+                    "--output", str(out))
     assert_one_line_error(proc, *fragments)
     assert not out.exists() or list(out.iterdir()) == []
 
 
-def test_unwritable_output_cli(tmp_path):
+def test_unwritable_output_cli(tmp_path, capfd):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
-    assert_one_line_error(run_cli("--variant", "m0", "--format", "onnx", "--output", str(blocker)), "not a folder")
-    assert_one_line_error(run_cli("--variant", "m0", "--format", "onnx", "--output", str(blocker / "sub")),
+    assert_one_line_error(run_main(capfd, "--variant", "m0", "--format", "onnx", "--output", str(blocker)),
+                          "not a folder")
+    assert_one_line_error(run_main(capfd, "--variant", "m0", "--format", "onnx", "--output", str(blocker / "sub")),
                           "cannot create output folder")
 
 
@@ -185,8 +187,8 @@ def test_existing_artifacts_cli(tmp_path):
     (["--variant", "m0", "--format", "onnx", "--fp16"], "--fp16 is a TFLite precision"),
     (["--variant", "m0", "--format", "onnx", "--checkpoint", "/nonexistent.pth"], "does not exist"),
 ])
-def test_option_errors_cli(tmp_path, args, fragment):
-    assert_one_line_error(run_cli(*args, "--output", str(tmp_path / "o")), fragment)
+def test_option_errors_cli(tmp_path, capfd, args, fragment):
+    assert_one_line_error(run_main(capfd, *args, "--output", str(tmp_path / "o")), fragment)
 
 
 def test_force_replaces_an_earlier_run(tmp_path, capfd):

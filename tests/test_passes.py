@@ -211,6 +211,7 @@ def test_none_keeps_the_plain_export():
         optimize(plain, "onnxruntime", "fast")
 
 
+@pytest.mark.slow  # two TFLite conversions; tests/test_tflite_graph_snapshot.py checks M0-M3 in the slow tier too
 def test_tflite_target_graph_lowers_to_the_same_tflite_graph():
     from micronet_export.tflite_export import convert
     from micronet_export.tflite_inspect import op_histogram
