@@ -4,12 +4,9 @@ errors (fast); the real qemu-user runs (slow: profile --target emu:CORE, check -
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,9 +21,9 @@ from micronet_export.errors import UserError
 from micronet_export.parity import Thresholds
 from micronet_export.profile.targets import parse_target
 
+from conftest import skip_unless_ci
 from test_cli import assert_one_line_error, run_cli
 
-IN_CI = os.environ.get("CI") == "true"
 
 # Encodings from GNU as (aarch64-linux-gnu-as -march=armv8.6-a+i8mm+dotprod+bf16+fp16).
 ENCODINGS = {
@@ -122,9 +119,7 @@ def test_cpuinfo_matches_qemus_midr_and_hwcaps():
 def test_plugin_classifies_instruction_encodings(tmp_path):
     gcc = shutil.which("gcc")
     if gcc is None:
-        if IN_CI:
-            pytest.fail("gcc is not installed; .ci/run installs it")
-        pytest.skip("gcc not installed")
+        skip_unless_ci("gcc is not installed; .ci/run installs it")
     driver = tmp_path / "classify.c"
     driver.write_text('#include <stdio.h>\n#include <stdlib.h>\n#include "insn_classes.h"\n'
                       "int main(int argc, char **argv) { for (int i = 1; i < argc; i++) "
@@ -196,9 +191,7 @@ def test_answer_ships_int8_only_where_it_costs_fewer_instructions():
 
 def _require_qemu() -> None:
     if shutil.which("qemu-aarch64") is None:
-        if IN_CI:
-            pytest.fail("qemu-aarch64 is not installed; .ci/run installs qemu-user")
-        pytest.skip("qemu-user not installed here (CI installs it)")
+        skip_unless_ci("qemu-aarch64 is not installed; .ci/run installs qemu-user")
 
 
 @pytest.fixture(scope="module")

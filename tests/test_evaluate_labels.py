@@ -19,6 +19,7 @@ from micronet_export.export import artifact_names
 from micronet_export.images import load_image, project_path
 from micronet_export.runtimes import run_torch
 
+from conftest import skip_unless_ci
 from test_cli import run_main
 
 SHIPPED = project_path("models/micronet_m0_fashion_mnist.pth")
@@ -136,7 +137,7 @@ def test_variant_target_says_which_weights(capfd):
 
 def write_fashion_mnist(folder: Path, per_class: int | None) -> Path:
     if not FASHION_MNIST.is_dir():
-        pytest.skip("Fashion-MNIST is not installed: apt-get install dataset-fashion-mnist (.ci/run does)")
+        skip_unless_ci("Fashion-MNIST is not installed: apt-get install dataset-fashion-mnist (.ci/run does)")
     sys.path.insert(0, str(project_path("models")))
     from fashion_mnist_images import write_images
 

@@ -22,7 +22,7 @@ from micronet_export.onnx_export import export_onnx
 from micronet_export.parity import compare
 from micronet_export.runtimes import run_torch
 
-from conftest import reference_checkpoint
+from conftest import reference_checkpoint, skip_unless_ci
 from test_cli import assert_one_line_error, run_cli
 
 PLAIN = Path(__file__).parent / "data" / "fashion_mnist_plain" / "micronet_m0_fashion_mnist_plain.pth"
@@ -210,7 +210,7 @@ def test_plain_trained_m0_loses_at_most_half_a_point_on_all_fashion_mnist_test_i
     from train_fashion_mnist import DATA, load_split
 
     if not DATA.is_dir():
-        pytest.skip("Debian's dataset-fashion-mnist is not installed (.ci/run installs it)")
+        skip_unless_ci("Debian's dataset-fashion-mnist is not installed (.ci/run installs it)")
     images, labels = load_split("test")
     x = np.stack([preprocess(Image.fromarray(i, mode="L"), 64) for i in images]).astype(np.float32)
     model = create_model("m0", checkpoint=PLAIN, num_classes=None)

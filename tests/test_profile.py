@@ -23,18 +23,16 @@ from micronet_export.profile.benchmark_model import parse_benchmark_output
 from micronet_export.profile.targets import from_benchmark_model, parse_target
 from micronet_export.tflite_export import convert
 
+from conftest import skip_unless_ci
 from test_cli import assert_one_line_error, run_cli
 
 DATA = Path(__file__).parent / "data"
-IN_CI = os.environ.get("CI") == "true"
 
 
 def _require(binary: str) -> str:
     path = shutil.which(binary) or (f"/usr/sbin/{binary}" if Path(f"/usr/sbin/{binary}").exists() else None)
     if path is None:
-        if IN_CI:
-            pytest.fail(f"{binary} is not installed; .ci/run installs it")
-        pytest.skip(f"{binary} not installed here (CI installs it)")
+        skip_unless_ci(f"{binary} is not installed; .ci/run installs it")
     return path
 
 
