@@ -21,14 +21,14 @@ import argparse
 import json
 import sys
 import tempfile
-from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
 import onnx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import ort_op_breakdown  # noqa: E402
 
 from micronet_export.model.random_weights import realistic_weights  # noqa: E402
 
@@ -38,23 +38,11 @@ from micronet_export.images import DEFAULT_CALIBRATION_DIR, load_folder  # noqa:
 from micronet_export.onnx_export import export_onnx  # noqa: E402
 from micronet_export.passes import optimize  # noqa: E402
 from micronet_export.profile import ProfileOptions  # noqa: E402
-from micronet_export.profile.runner import OnnxModel  # noqa: E402
 from micronet_export.profile.targets import profile_local  # noqa: E402
 from micronet_export.quantize import quantize_onnx  # noqa: E402
 from micronet_export.report import format_table  # noqa: E402
 
 CONV_OPS = {"Conv", "FusedConv", "QLinearConv", "Gemm", "FusedGemm", "QGemm", "ConvInteger", "MatMulInteger"}
-
-
-def kernel_ms_by_type(path: Path, sample: np.ndarray, runs: int) -> dict[str, float]:
-    model = OnnxModel(str(path), threads=1, profile=True)
-    model.set_input(sample)
-    for _ in range(runs):
-        model.invoke()
-    totals: dict[str, float] = defaultdict(float)
-    for row in model.op_profile():
-        totals[row["op"]] += row["ms"]
-    return dict(totals)
 
 
 def main(argv=None) -> int:
@@ -78,10 +66,11 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="micronet-ort-") as tmp:
         for name, kwargs in variants.items():
             path = Path(tmp) / f"{len(results)}.onnx"
-            onnx.save(fp32 if kwargs is None else quantize_onnx(fp32, calib, **kwargs), path)
+            model = fp32 if kwargs is None else quantize_onnx(fp32, calib, **kwargs)
+            onnx.save(model, path)
             p50 = profile_local(path, 1, ProfileOptions(runs=args.runs, warmup=20))["latency_ms"]["p50"]
-            by_type = kernel_ms_by_type(path, photos[100], args.runs)
-            results[name] = {"p50_ms": p50, "nodes": len(onnx.load(path).graph.node), "kernel_ms_by_type": by_type}
+            by_type = ort_op_breakdown(path, photos[100], runs=args.runs)
+            results[name] = {"p50_ms": p50, "nodes": len(model.graph.node), "kernel_ms_by_type": by_type}
     base = results["fp32"]
     fp32_kernel = sum(base["kernel_ms_by_type"].values())
     for name, r in results.items():

@@ -17,6 +17,7 @@ import onnx
 
 from micronet_export.errors import UserError
 from micronet_export.int8.units import module_path
+from micronet_export.onnx_shapes import tensor_shapes
 from micronet_export.parity import sqnr_db
 from micronet_export.runtimes import onnx_session, run_onnx
 
@@ -69,9 +70,7 @@ def slow_int8_convs(model: onnx.ModelProto) -> list[str]:
     """Conv nodes that ONNX Runtime's CPU kernels run slower in int8 than in float (see
     :func:`_conv_kind`); the quantizer keeps them float."""
     weights = {i.name: i.dims for i in model.graph.initializer}
-    inferred = onnx.shape_inference.infer_shapes(model)
-    pixels = {vi.name: int(np.prod([d.dim_value or 1 for d in vi.type.tensor_type.shape.dim][2:]))
-              for vi in list(inferred.graph.input) + list(inferred.graph.value_info)}
+    pixels = {name: int(np.prod([d or 1 for d in dims[2:]])) for name, dims in tensor_shapes(model).items()}
     slow = []
     for node in model.graph.node:
         if node.op_type != "Conv" or node.input[1] not in weights:

@@ -16,7 +16,8 @@ from micronet_export.onnx_export import export_onnx, summarize_graph
 from micronet_export.passes import optimize
 from micronet_export.passes.activations import clip_scales_folded, hard_swish_as_op
 from micronet_export.passes.channel_scale import channel_scales_as_batchnorm
-from micronet_export.passes.channel_gather import channel_permutations, tensor_shapes
+from micronet_export.onnx_shapes import tensor_shapes
+from micronet_export.passes.channel_gather import channel_permutations
 from micronet_export.passes.fold_gather import gathers_folded_into_convs
 from micronet_export.passes.pixel_fc import pixel_fcs_as_gemm
 from micronet_export.passes.pooling import spatial_means_as_pooling
@@ -68,39 +69,16 @@ def test_view_chains_become_one_gather_each(tmp_path):
 
 
 class _SeparablePair(torch.nn.Module):
-    """The stem's shape: a dense (3,1) stride-(2,1) conv, then a (1,3) depthwise conv with a
-    multiplier and stride (1,2), both with biases (folded BatchNorm)."""
+    """A (3,1) stride-(2,1) conv, then a (1,3) depthwise conv with a channel multiplier and
+    stride (1,2), both with biases (folded BatchNorm) large enough that a wrong border shows.
+    ``first_groups`` 1 is the stem's shape; ``first_groups == inputs`` makes the first conv
+    depthwise with a multiplier too (MicroNet's blocks 1-3)."""
 
-    def __init__(self):
+    def __init__(self, inputs: int, middle: int, outputs: int, first_groups: int, seed: int):
         super().__init__()
-        torch.manual_seed(1)
-        self.a = torch.nn.Conv2d(3, 2, (3, 1), (2, 1), (1, 0))
-        self.b = torch.nn.Conv2d(2, 4, (1, 3), (1, 2), (0, 1), groups=2)
-        with torch.no_grad():
-            self.a.bias.uniform_(0.5, 1.5)  # large enough that a wrong border shows
-
-    def forward(self, x):
-        return self.b(self.a(x))
-
-
-def test_separable_pair_composes_exactly_borders_included(tmp_path):
-    graph = _onnx(_SeparablePair(), (1, 3, 16, 16), tmp_path)
-    out, made = separable_pairs_composed(graph, tensor_shapes(graph))
-    assert made == 1 and [n.op_type for n in out.graph.node] == ["Conv", "Add"]
-    assert [d for d in out.graph.node[0].attribute if d.name == "kernel_shape"][0].ints == [3, 3]
-    x = np.random.default_rng(1).standard_normal((2, 3, 16, 16)).astype(np.float32)
-    assert _max_abs_rel(graph, out, x) <= REWRITE_MAX_ABS_REL
-
-
-class _GroupedPair(torch.nn.Module):
-    """MicroNet's first block after the stem: (3,1) and (1,3) depthwise convs with multiplier 2 on
-    4 channels (one input per group), both with biases."""
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(3)
-        self.a = torch.nn.Conv2d(4, 8, (3, 1), (2, 1), (1, 0), groups=4)
-        self.b = torch.nn.Conv2d(8, 16, (1, 3), (1, 2), (0, 1), groups=8)
+        torch.manual_seed(seed)
+        self.a = torch.nn.Conv2d(inputs, middle, (3, 1), (2, 1), (1, 0), groups=first_groups)
+        self.b = torch.nn.Conv2d(middle, outputs, (1, 3), (1, 2), (0, 1), groups=middle)
         with torch.no_grad():
             self.a.bias.uniform_(0.5, 1.5)
 
@@ -108,30 +86,38 @@ class _GroupedPair(torch.nn.Module):
         return self.b(self.a(x))
 
 
-def test_grouped_pair_on_few_channels_composes_into_one_dense_conv(tmp_path):
-    graph = _onnx(_GroupedPair(), (1, 4, 16, 16), tmp_path)
+def _composed(pair: _SeparablePair, tmp_path, seed: int):
+    """(graph, composed graph, number of pairs composed, max abs error relative to the output)."""
+    inputs = pair.a.in_channels
+    graph = _onnx(pair, (1, inputs, 16, 16), tmp_path)
     out, made = separable_pairs_composed(graph, tensor_shapes(graph))
+    x = np.random.default_rng(seed).standard_normal((2, inputs, 16, 16)).astype(np.float32)
+    return out, made, _max_abs_rel(graph, out, x)
+
+
+def test_separable_pair_composes_exactly_borders_included(tmp_path):
+    out, made, error = _composed(_SeparablePair(3, 2, 4, first_groups=1, seed=1), tmp_path, seed=1)
+    assert made == 1 and [n.op_type for n in out.graph.node] == ["Conv", "Add"]
+    assert [d for d in out.graph.node[0].attribute if d.name == "kernel_shape"][0].ints == [3, 3]
+    assert error <= REWRITE_MAX_ABS_REL
+
+
+def test_grouped_pair_on_few_channels_composes_into_one_dense_conv(tmp_path):
+    # MicroNet's first block after the stem: multiplier 2 twice on 4 channels
+    out, made, error = _composed(_SeparablePair(4, 8, 16, first_groups=4, seed=3), tmp_path, seed=4)
     assert made == 1 and [n.op_type for n in out.graph.node] == ["Conv", "Add"]
     conv = out.graph.node[0]
     assert [a.i for a in conv.attribute if a.name == "group"] == [1]
     weights = {i.name: onnx.numpy_helper.to_array(i) for i in out.graph.initializer}
     assert weights[conv.input[1]].shape == (16, 4, 3, 3)
-    x = np.random.default_rng(4).standard_normal((2, 4, 16, 16)).astype(np.float32)
-    assert _max_abs_rel(graph, out, x) <= REWRITE_MAX_ABS_REL
+    assert error <= REWRITE_MAX_ABS_REL
 
 
 def test_wider_multiplier_pair_becomes_one_repeat_and_one_depthwise_conv(tmp_path):
-    pair = _GroupedPair()
-    pair.a = torch.nn.Conv2d(8, 16, (3, 1), (2, 1), (1, 0), groups=8)
-    pair.b = torch.nn.Conv2d(16, 32, (1, 3), (1, 2), (0, 1), groups=16)
-    with torch.no_grad():
-        pair.a.bias.uniform_(0.5, 1.5)
-    graph = _onnx(pair, (1, 8, 16, 16), tmp_path)
-    out, made = separable_pairs_composed(graph, tensor_shapes(graph))
+    out, made, error = _composed(_SeparablePair(8, 16, 32, first_groups=8, seed=3), tmp_path, seed=11)
     assert made == 1 and [n.op_type for n in out.graph.node] == ["Gather", "Conv", "Add"]
     assert [a.i for a in out.graph.node[1].attribute if a.name == "group"] == [32]  # plain depthwise
-    x = np.random.default_rng(11).standard_normal((2, 8, 16, 16)).astype(np.float32)
-    assert _max_abs_rel(graph, out, x) <= REWRITE_MAX_ABS_REL
+    assert error <= REWRITE_MAX_ABS_REL
 
 
 class _Activations(torch.nn.Module):

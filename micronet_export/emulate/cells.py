@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from micronet_export.emulate.compare import (EMULATED_FLOAT_THRESHOLDS, EMULATED_INT8_THRESHOLDS, emulated_vs_x86,
-                                             holdout_images, model_io, thresholds_for)
+                                             model_io, thresholds_for)
 from micronet_export.emulate.cores import Core
 from micronet_export.emulate.environment import Environment, prepare
 from micronet_export.emulate.qemu import RUNTIMES, run_emulated

@@ -17,18 +17,14 @@ import onnx
 from micronet_export.int8.ranges import choose_ranges, collect
 from micronet_export.int8.search import Int8Plan
 from micronet_export.int8.units import unit_of_node, unit_order
+from micronet_export.onnx_shapes import tensor_shapes
 from micronet_export.quantize import (
     _with_outputs, quantize_onnx, read_range_cache, slow_int8_convs, slow_int8_gemms, write_range_cache,
 )
 
 
 def _output_elements(model: onnx.ModelProto) -> dict[str, int]:
-    inferred = onnx.shape_inference.infer_shapes(model)
-    sizes = {}
-    for vi in list(inferred.graph.value_info) + list(inferred.graph.output):
-        dims = [d.dim_value for d in vi.type.tensor_type.shape.dim]
-        sizes[vi.name] = int(np.prod([d if d > 0 else 1 for d in dims]))
-    return sizes
+    return {name: int(np.prod([d if d > 0 else 1 for d in dims])) for name, dims in tensor_shapes(model).items()}
 
 
 class OrtInt8Backend:
@@ -52,9 +48,10 @@ class OrtInt8Backend:
                        for n in fp32_onnx.graph.node if n.op_type != "Constant"]
         # Only modules with a node the quantizer makes int8 are units: keeping any other one
         # float changes nothing, and "every unit float" would be the float model.
-        slow = set(slow_int8_convs(fp32_onnx) + slow_int8_gemms(fp32_onnx))
+        # The cost model's float nodes, once: every candidate build excludes them.
+        self._slow = slow_int8_convs(fp32_onnx) + slow_int8_gemms(fp32_onnx)
         self._int8_units = {unit_of_node(n.name) for n in fp32_onnx.graph.node
-                            if (op_types is None or n.op_type in op_types) and n.name not in slow}
+                            if (op_types is None or n.op_type in op_types) and n.name not in self._slow}
 
     def units(self) -> list[str]:
         return unit_order([unit for _, unit, _ in self._nodes if unit in self._int8_units])
@@ -102,8 +99,8 @@ class OrtInt8Backend:
         excluded = [name for name, unit, _ in self._nodes if unit in floats]
         # ORT checks that a cache's method is the one asked for; our own ranges are stored as MinMax.
         method = self.calibration_method if plan.ranges == "minmax" else "minmax"
-        return quantize_onnx(self.fp32, None, method=method, op_types=self.op_types, nodes_to_exclude=excluded,
-                             range_cache=cache)
+        return quantize_onnx(self.fp32, None, method=method, op_types=self.op_types, nodes_to_exclude=excluded + self._slow,
+                             keep_slow_convs_float=False, range_cache=cache)
 
     def logits(self, artifact: onnx.ModelProto, images: np.ndarray) -> np.ndarray:
         from micronet_export.runtimes import run_onnx

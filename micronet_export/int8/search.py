@@ -117,7 +117,9 @@ class SearchResult:
 class Int8Backend(Protocol):
     """What the search needs from a runtime (see tflite_backend / ort_backend)."""
 
-    def units(self) -> list[str]: ...
+    def units(self) -> list[str]: ...  # modules whose int8-or-float choice changes the model
+
+    def known_units(self) -> list[str]: ...  # every module --keep-float may name
 
     def unit_cost(self, unit: str) -> float: ...
 
@@ -158,7 +160,7 @@ def search(backend: Int8Backend, images: np.ndarray, reference: np.ndarray, opti
     """The cheapest plan meeting ``options.target`` on ``images`` (float logits ``reference``)."""
     score = _Scorer(backend, images, reference, options.target)
     all_units = backend.units()
-    known = getattr(backend, "known_units", backend.units)()  # ORT: modules without an int8 node too
+    known = backend.known_units()
     unknown = [k for k in options.keep_float if not any(matches(u, (k,)) for u in known)]
     if unknown:
         raise UserError(f"--keep-float {unknown[0]!r} names no layer of this model; layers are "

@@ -7,6 +7,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from micronet_export.onnx_shapes import tensor_shapes
+
 # How far back :meth:`OnnxGraph.upstream_conv` follows a feature map.
 MAX_UPSTREAM_STEPS = 64
 
@@ -23,12 +25,7 @@ def scope_of(node_name: str) -> str:
 
 
 def _shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
-    inferred = onnx.shape_inference.infer_shapes(model)
-    out = {}
-    for vi in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output):
-        dims = vi.type.tensor_type.shape.dim
-        out[vi.name] = [d.dim_value if d.dim_value > 0 else 1 for d in dims]
-    return out
+    return {name: [d if d > 0 else 1 for d in dims] for name, dims in tensor_shapes(model).items()}
 
 
 def is_depthwise(weight: np.ndarray, group: int) -> bool:

@@ -18,7 +18,8 @@ import onnx
 
 from micronet_export.passes.activations import clip_scales_folded, hard_swish_as_op
 from micronet_export.passes.channel_scale import channel_scales_as_batchnorm
-from micronet_export.passes.channel_gather import channel_permutations, tensor_shapes
+from micronet_export.onnx_shapes import tensor_shapes
+from micronet_export.passes.channel_gather import channel_permutations
 from micronet_export.passes.cost import TARGETS, passes_for
 from micronet_export.passes.fold_gather import gathers_folded_into_convs
 from micronet_export.passes.pixel_fc import pixel_fcs_as_gemm

@@ -15,15 +15,10 @@ import numpy as np
 import onnx
 
 from micronet_export.channel_order import INT64_MAX, image_relabelling, resolve_target
+from micronet_export.onnx_shapes import tensor_shapes
 from micronet_export.passes.graph_edit import GraphEditor, attribute
 
 VIEW_OPS = ("Reshape", "Transpose", "Slice", "Split", "Concat", "Identity")
-
-
-def tensor_shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
-    inferred = onnx.shape_inference.infer_shapes(model)
-    return {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim]
-            for vi in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output)}
 
 
 def _opens_view(shape: list[int], target: list[int]) -> bool:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from micronet_export.passes.graph_edit import GraphEditor
+from micronet_export.passes.graph_edit import GraphEditor, attribute
 
 
 def _channel_products(model, edit: GraphEditor, shapes) -> list[tuple[onnx.NodeProto, str, str]]:
@@ -38,7 +38,7 @@ def _flatten_splits(edit: GraphEditor, coefficients: set[str], shapes) -> dict[s
     producer, flat = edit.producer(), {}
     for split in {producer[c].name: producer[c] for c in coefficients if c in producer}.values():
         shape = shapes.get(split.input[0])
-        axis = next((a.i for a in split.attribute if a.name == "axis"), 0)
+        axis = attribute(split, "axis", 0)
         if split.op_type != "Split" or not shape or shape[2:] != [1, 1] or axis != 1 \
                 or not all(o in coefficients for o in split.output) or split.input[0] in edit.outputs:
             continue

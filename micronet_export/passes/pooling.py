@@ -7,6 +7,7 @@ from __future__ import annotations
 import onnx
 from onnx import helper
 
+from micronet_export.onnx_shapes import tensor_shapes
 from micronet_export.passes.graph_edit import GraphEditor, attribute
 
 
@@ -23,9 +24,7 @@ def spatial_means_as_pooling(model: onnx.ModelProto) -> tuple[onnx.ModelProto, i
     out = onnx.ModelProto()
     out.CopyFrom(model)
     edit = GraphEditor(out)
-    inferred = onnx.shape_inference.infer_shapes(out)
-    ranks = {vi.name: len(vi.type.tensor_type.shape.dim)
-             for vi in list(inferred.graph.input) + list(inferred.graph.value_info)}
+    ranks = {name: len(dims) for name, dims in tensor_shapes(out).items()}
     done = 0
     for index, node in enumerate(list(out.graph.node)):
         if _spatial_mean(node, edit, ranks):

@@ -42,7 +42,7 @@ def _pair(first, second, edit: GraphEditor, consumers, outputs) -> bool:
 
 
 def _composite(a, b, in_width: int):
-    (wa, ba, ga, sa, pa), (wb, bb, gb, sb, pb) = a, b
+    (wa, ba, ga, sa, pa), (wb, bb, _, sb, pb) = a, b
     mult = wb.shape[0] // wa.shape[0]
     source = np.arange(wb.shape[0]) // mult  # first conv's channel each output reads
     kernel = wb[:, 0, 0, None, None, :] * wa[source][:, :, :, 0, None]  # (out, in/g, kh, 1) x (out, 1, 1, kw)
