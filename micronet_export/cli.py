@@ -95,8 +95,8 @@ def _export_parser() -> argparse.ArgumentParser:
     prec = p.add_mutually_exclusive_group()
     prec.add_argument("--int8", action="store_true", help="full-integer int8, calibrated on photos")
     prec.add_argument("--fp16", action="store_true", help="TFLite with float16 weights")
-    p.add_argument("--checkpoint", help="official-format MicroNet checkpoint (.pth); default for m0: the shipped "
-                   "Fashion-MNIST checkpoint (models/micronet_m0_fashion_mnist.pth), else random init")
+    p.add_argument("--checkpoint", help="official-format MicroNet checkpoint (.pth) or a shipped one by name: imagenet "
+                   "(default for m0, the official ImageNet M0), fashion-mnist; other variants: random init")
     p.add_argument("--random-init", action="store_true", help="ignore the shipped default checkpoint")
     p.add_argument("--calibration", help="folder of images (jpg/png/webp/bmp); default: the checkpoint card's set, "
                    "else the 200 photos in calibration/ (a float export without any runs parity on random inputs)")

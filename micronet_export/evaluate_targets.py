@@ -107,8 +107,9 @@ def _checkpoint_target(spec: str, path: Path, variant: str | None) -> Target:
 
 
 def _variant_target(spec: str, checkpoint: str | None, random_init: bool) -> Target:
-    from micronet_export.export import default_checkpoint
+    from micronet_export.export import default_checkpoint, resolve_checkpoint
 
+    checkpoint = resolve_checkpoint(checkpoint)
     variant = get_variant(spec).name
     if checkpoint and random_init:
         raise UserError("--checkpoint and --random-init exclude each other")

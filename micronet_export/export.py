@@ -23,6 +23,7 @@ from micronet_export.onnx_export import export_onnx
 from micronet_export.onnx_stage import onnx_fp32_artifact, onnx_int8_artifact
 from micronet_export.options import (  # noqa: F401 - the public names of the pipeline
     DEFAULT_CHECKPOINTS, FORMATS, ORT_INT8_OPS, ExportOptions, checkpoint_card, default_checkpoint,
+    resolve_checkpoint,
 )
 from micronet_export.passes import optimize
 from micronet_export.output import artifact_names, check_existing, staged_output
@@ -39,7 +40,9 @@ def _build_model(opts: ExportOptions):
     model = create_model(opts.variant, checkpoint=opts.checkpoint, num_classes=None)
     checkpoint = {"path": None, "sha256": None}
     if opts.checkpoint:
-        checkpoint = {"path": str(opts.checkpoint), "sha256": sha256_file(opts.checkpoint)}
+        card = checkpoint_card(opts.checkpoint)
+        checkpoint = {"path": str(opts.checkpoint), "sha256": sha256_file(opts.checkpoint),
+                      **{key: card[key] for key in ("source", "license", "license_notice") if card.get(key)}}
     return model, checkpoint
 
 

@@ -25,10 +25,10 @@ NORMALISED_PIXELS = "normalised: (x / 255 - mean) / std"
 
 def artifact_metadata(*, variant: str, input_size: int, layout: str, precision: str, num_classes: int,
                       checkpoint_sha256: str | None, quantization: str, labels: str,
-                      raw_pixels: bool = False) -> dict[str, str]:
+                      raw_pixels: bool = False, weights_license: str | None = None) -> dict[str, str]:
     """Flat string map (ONNX metadata_props are strings)."""
     crop = f"resize shorter side to {round(input_size * 256 / 224)} (bilinear), centre crop {input_size}"
-    return {
+    meta = {
         "micronet.variant": variant,
         "micronet.input_size": str(input_size),
         "micronet.input_layout": layout,
@@ -45,6 +45,9 @@ def artifact_metadata(*, variant: str, input_size: int, layout: str, precision: 
         "micronet.tool": f"micronet-export {__version__}",
         "micronet.checkpoint_sha256": checkpoint_sha256 or "none (random initialisation)",
     }
+    if weights_license:
+        meta["micronet.weights_license"] = weights_license
+    return meta
 
 
 def set_onnx_metadata(model, meta: dict[str, str]) -> None:

@@ -3,6 +3,7 @@ each written, described and parity-checked."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,8 @@ from micronet_export.quantize import per_layer_error
 from micronet_export.report import ArtifactReport
 from micronet_export.run_context import NO_PHOTOS_NOTE, ExportRun
 from micronet_export.runtimes import onnx_session, run_onnx
+
+log = logging.getLogger(__name__)
 
 
 def onnx_fp32_artifact(run: ExportRun, graph: onnx.ModelProto, optimization: str) -> tuple[ArtifactReport, np.ndarray]:
@@ -63,6 +66,9 @@ def onnx_int8_artifact(run: ExportRun, fp32: onnx.ModelProto, ort_holdout: np.nd
         art.parity = [check(got, ort_holdout, opts.int8_thresholds, reference="onnxruntime fp32",
                             inputs="held-out images").as_dict()]
         art.int8 = stage.summary
+        if stage.warning:
+            art.notes.append(stage.warning)
+            log.warning("warning: %s", stage.warning)
         if opts.per_layer:
             art.per_layer = per_layer_error(fp32, int8, run.images.holdout[:8])
     return art

@@ -24,15 +24,27 @@ ORT_INT8_OPS = {"conv": ("Conv", "Gemm"), "all": None}
 MIN_OPSET, MAX_OPSET = 13, 20
 
 
-# Shipped trained checkpoints, used when no --checkpoint is given (the "embedded defaults"):
-# a card beside each (same name, .json) records its input size, classes and calibration set.
-DEFAULT_CHECKPOINTS = {"m0": "models/micronet_m0_fashion_mnist.pth"}
+# Shipped trained checkpoints, by the name `--checkpoint NAME` takes: a card beside each (same
+# name, .json) records its input size, classes, calibration set, source and licence.
+NAMED_CHECKPOINTS = {
+    "imagenet": "models/micronet_m0_imagenet.pth",
+    "fashion-mnist": "models/micronet_m0_fashion_mnist.pth",
+}
+# Used when no --checkpoint is given (the "embedded defaults"): the weights users actually have.
+DEFAULT_CHECKPOINTS = {"m0": "imagenet"}
 
 
 def default_checkpoint(variant: str) -> Path | None:
-    rel = DEFAULT_CHECKPOINTS.get(variant)
-    path = project_path(rel) if rel else None
+    name = DEFAULT_CHECKPOINTS.get(variant)
+    path = project_path(NAMED_CHECKPOINTS[name]) if name else None
     return path if path is not None and path.is_file() else None
+
+
+def resolve_checkpoint(checkpoint: str | Path | None) -> str | Path | None:
+    """A shipped checkpoint's name (``imagenet``) to its file; any other value is a path."""
+    if isinstance(checkpoint, str) and checkpoint in NAMED_CHECKPOINTS and not Path(checkpoint).exists():
+        return project_path(NAMED_CHECKPOINTS[checkpoint])
+    return checkpoint
 
 
 def checkpoint_card(checkpoint) -> dict:
@@ -93,7 +105,7 @@ class ExportOptions:
 
     def normalized(self) -> "ExportOptions":
         variant = get_variant(self.variant).name
-        checkpoint = self.checkpoint
+        checkpoint = resolve_checkpoint(self.checkpoint)
         if checkpoint is None and not self.random_init:
             checkpoint = default_checkpoint(variant)
         card = checkpoint_card(checkpoint)

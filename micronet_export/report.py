@@ -2,7 +2,8 @@
 
 Schema (see DESIGN.md)::
 
-    {"variant", "input_size", "tool_version", "checkpoint": {"path", "sha256"},
+    {"variant", "input_size", "tool_version", "checkpoint": {"path", "sha256", ["source", "license",
+     "license_notice"] when its card gives them},
      "calibration": {...}, "artifacts": [{"path", "format", "precision", "size_bytes",
      "ops": {op: count}, "io": {...}, "graph": {...}, "parity": [{"reference", "inputs",
      "metrics", "thresholds", "passed", "failures"}], "per_layer": [...]}],
@@ -127,7 +128,8 @@ def to_markdown(report: Report) -> str:
     out = [f"# MicroNet-{report.variant.upper()} export report", "",
            f"- input: 1x3x{report.input_size}x{report.input_size} (ONNX NCHW), tool {__version__}",
            f"- checkpoint: {report.checkpoint.get('path') or 'none (random init)'}"
-           + (f" (sha256 {report.checkpoint['sha256'][:16]}…)" if report.checkpoint.get("sha256") else "")]
+           + (f" (sha256 {report.checkpoint['sha256'][:16]}…)" if report.checkpoint.get("sha256") else "")
+           + (f"; licence: {report.checkpoint['license_notice']}" if report.checkpoint.get("license_notice") else "")]
     c = report.calibration
     if c.get("dir"):
         out.append(f"- calibration: {c.get('images')} images from {c.get('dir')} ({c.get('method')}),"
@@ -173,18 +175,29 @@ def _int8_markdown(int8: dict) -> list[str]:
            f"- target: mean logit cosine >= {target['cosine_mean']:g}, top-1 agreement >= {target['top1_agreement']:g} "
            f"on {int8['validation_images']} validation photos: {'met' if int8['target_met_on_validation'] else 'NOT met'}",
            f"- chosen: {plan['ranges']} ranges, "
-           + (f"{len(units)} module(s) kept in float: {', '.join(units)}" if units else "every module in int8")]
-    latency = int8.get("latency_ms")
-    if latency:
-        chosen, plain = latency["chosen"], latency["plain int8"]
-        out.append(f"- latency (1 thread, p50): {chosen:.3f} ms, against {plain:.3f} ms for the plain int8 model "
-                   f"({100 * (chosen / plain - 1):+.0f} %)")
+           + (f"{len(units)} module(s) kept in float: {', '.join(units)}" if units else "no module kept float by the search")]
+    vs = int8.get("vs_fp32")
+    if vs:
+        out += _vs_fp32_markdown(vs)
     out += ["", "| stage | plan | cosine mean | cosine min | top-1 | meets target |", "|---|---|---:|---:|---:|---|"]
     for t in int8["trials"]:
         n = len(t["plan"]["float_units"])
         out.append(f"| {t['stage']} | {t['plan']['ranges']}{f', {n} float' if n else ''} | {t['cosine_mean']:.4f} | "
                    f"{t['cosine_min']:.4f} | {t['top1_agreement']:.3f} | {'yes' if t['met'] else 'no'} |")
     return out
+
+
+def _vs_fp32_markdown(vs: dict) -> list[str]:
+    """The int8 model against fp32 on the same runtime, measured in the same run."""
+    macs, lat, size = vs["macs"], vs["latency_ms"], vs["size_bytes"]
+    lines = [f"- in int8: {100 * macs['int8_mac_fraction']:.0f} % of the conv/FC MACs ({macs['int8_ops']} of "
+             f"{macs['total_ops']} conv/FC ops; {vs['int8_units']} of {vs['units']} int8-capable modules)",
+             f"- against fp32 on the same runtime: size {size['int8'] / 1e6:.2f} MB vs {size['fp32'] / 1e6:.2f} MB "
+             f"({vs['size_ratio']:.2f}x); latency ({vs['threads']} thread(s), p50) {lat['int8']:.3f} ms vs "
+             f"{lat['fp32']:.3f} ms ({vs['latency_ratio']:.2f}x)"]
+    if "plain int8" in lat:
+        lines.append(f"- the plain int8 model (every module int8): {lat['plain int8']:.3f} ms")
+    return lines
 
 
 def write_report(report: Report, folder: Path) -> tuple[Path, Path]:

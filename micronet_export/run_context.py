@@ -158,4 +158,5 @@ class ExportRun:
         return artifact_metadata(variant=opts.variant, input_size=opts.input_size, layout=layout, precision=precision,
                                  num_classes=self.model.num_classes, checkpoint_sha256=self.report.checkpoint["sha256"],
                                  quantization=quantization, labels=labels_for(opts.checkpoint, self.model.num_classes),
+                                 weights_license=self.report.checkpoint.get("license_notice"),
                                  raw_pixels=opts.raw_pixels and layout == "NHWC")

@@ -3,6 +3,8 @@ inspected (ops, XNNPACK partitions, I/O) and parity-checked on LiteRT and tflite
 
 from __future__ import annotations
 
+import logging
+
 import onnx
 
 from micronet_export.metadata import add_tflite_metadata
@@ -17,6 +19,8 @@ KEYS = {"int8": "tflite_int8", "fp16": "tflite_fp16", "fp32": "tflite_fp32"}
 TFLITE_RUNTIME_INT8_NOTE = ("tflite-runtime {version} runs this int8 model on its builtin kernels: its pip build's "
                             "XNNPACK delegate takes float models only. For XNNPACK int8 on a Raspberry Pi, use "
                             "ai-edge-litert (aarch64 wheels for Python 3.11).")
+
+log = logging.getLogger(__name__)
 
 
 def precision_of(opts) -> str:
@@ -54,6 +58,9 @@ def tflite_artifact(run: ExportRun, graph: onnx.ModelProto, int8=None) -> Artifa
         _check_parity(run, art, path, precision)
         if int8 is not None:
             art.int8 = int8.summary
+            if int8.warning:
+                art.notes.append(int8.warning)
+                log.warning("warning: %s", int8.warning)
             art.per_layer = _with_sensitivity(int8.summary.get("per_unit_sqnr", []), int8.summary.get("sensitivity", []))
         art.graph["gather_ops"] = sum(art.ops.get(op, 0) for op in ("GATHER", "GATHER_ND"))
         art.graph["transpose_ops"] = art.ops.get("TRANSPOSE", 0)

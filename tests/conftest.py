@@ -73,7 +73,8 @@ def export_onnx_and_tflite_int8(out: Path) -> Path:
     names = artifact_names("m0")
     for fmt, key in (("onnx", "onnx_int8"), ("tflite", "tflite_int8")):
         run_dir = out / f"run-{fmt}"
-        export(ExportOptions(variant="m0", format=fmt, int8=True, output=run_dir, per_layer=False, fail_on_parity=False))
+        export(ExportOptions(variant="m0", format=fmt, int8=True, checkpoint=SHIPPED, output=run_dir, per_layer=False,
+                             fail_on_parity=False))
         for name in {names["onnx_fp32"], names[key]}:
             (run_dir / name).replace(out / name)
     return out

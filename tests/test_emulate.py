@@ -208,7 +208,8 @@ def m0_tflite(tmp_path_factory):
     for key in ("tflite_fp32", "tflite_int8"):
         # One folder per run (a folder holds one run's artifacts), then both side by side.
         run = out / key
-        export(ExportOptions(variant="m0", format="tflite", int8=key == "tflite_int8", output=run, per_layer=False))
+        export(ExportOptions(variant="m0", format="tflite", checkpoint="fashion-mnist", int8=key == "tflite_int8",
+                             output=run, per_layer=False))
         shutil.copy(run / artifact_names("m0")[key], out)
     return out
 
@@ -266,7 +267,8 @@ def test_check_emulate_gate(tmp_path, m0_tflite):
 @pytest.mark.slow
 def test_export_report_answers_fp32_or_int8_per_core(tmp_path, m0_tflite):
     out = tmp_path / "m0"
-    proc = run_cli("--variant", "m0", "--format", "tflite", "--int8", "--emulate", "cortex-a76", "--output", str(out),
+    proc = run_cli("--variant", "m0", "--checkpoint", "fashion-mnist", "--format", "tflite", "--int8",
+                   "--emulate", "cortex-a76", "--output", str(out),
                    "--json", timeout=1800)
     assert proc.returncode == 0, proc.stderr
     report = json.loads((out / "report.json").read_text())

@@ -23,6 +23,8 @@ from conftest import skip_unless_ci
 from test_cli import run_main
 
 SHIPPED = project_path("models/micronet_m0_fashion_mnist.pth")
+# The official ImageNet M0 as ../shared/reference/imagenet/README.md gives it.
+IMAGENET_SHA256 = "94b3026a839ce1b338620ca88fb7072c52ac3b9b13dbf4ddc91097f524f04de0"
 CARD = json.loads(SHIPPED.with_suffix(".json").read_text())
 CLASSES = CARD["classes"]
 SLICE = Path(__file__).parent / "data" / "fashion_mnist_slice"  # 10 test images per class, N_name folders
@@ -127,10 +129,22 @@ def test_issue_example_bag_and_trouser_folders(tmp_path, capfd):
 
 
 def test_variant_target_says_which_weights(capfd):
-    proc = run_main(capfd, "evaluate", "m0", "--data", str(SLICE), "--limit", "10", "--json")
+    proc = run_main(capfd, "evaluate", "m0", "--checkpoint", "fashion-mnist", "--data", str(SLICE), "--limit", "10",
+                    "--json")
     assert proc.returncode == 0, proc.stderr
-    assert f"m0: weights {SHIPPED} (the shipped default)" in proc.stderr
-    assert json.loads(proc.stdout)["input_size"] == CARD["input_size"]  # was 224 (10 % top-1)
+    assert f"m0: weights {SHIPPED}" in proc.stderr  # the shipped checkpoint by its name
+    assert json.loads(proc.stdout)["input_size"] == CARD["input_size"]  # the card's 64, not 224 (10 % top-1)
+
+
+def test_the_default_m0_is_the_official_imagenet_checkpoint():
+    from micronet_export.model.checkpoint import sha256_file
+    from micronet_export.options import ExportOptions
+
+    opts = ExportOptions(variant="m0").normalized()
+    card = json.loads(Path(opts.checkpoint).with_suffix(".json").read_text())
+    assert sha256_file(opts.checkpoint) == card["sha256"] == IMAGENET_SHA256
+    assert (opts.input_size, card["num_classes"], Path(opts.calibration)) == (224, 1000, project_path("calibration"))
+    assert "MIT" in (Path(opts.checkpoint).parent / card["license_file"]).read_text()
 
 
 # -- Fashion-MNIST test images in class-named folders, no --labels, no --input-size ----------

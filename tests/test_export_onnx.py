@@ -144,6 +144,17 @@ def test_user_calibration_folder_with_bad_files(tmp_path):
                                   output=tmp_path / "out", fail_on_parity=False, per_layer=False))
     assert report.calibration["skipped"] == 1 and report.calibration["skipped_files"] == ["corrupt.jpg"]
     assert report.calibration["images"] + report.calibration["holdout"] == 12
+    # int8 is always compared with fp32 on the same runtime: the same graph's MACs, counted in both files
+    from micronet_export.int8.mac_share import onnx_mac_share
+
+    int8 = next(a for a in report.artifacts if a.precision == "int8")
+    fp32 = next(a for a in report.artifacts if a.precision == "fp32")
+    vs = int8.int8["vs_fp32"]
+    fp32_share, int8_share = onnx_mac_share(onnx.load(fp32.path)), onnx_mac_share(onnx.load(int8.path))
+    assert fp32_share.int8_macs == 0 and vs["macs"]["total_macs"] == fp32_share.total_macs == int8_share.total_macs
+    assert vs["macs"]["int8_macs"] == int8_share.int8_macs <= int8_share.total_macs
+    assert vs["latency_ratio"] == round(vs["latency_ms"]["int8"] / vs["latency_ms"]["fp32"], 3)
+    assert vs["size_ratio"] == round(vs["size_bytes"]["int8"] / vs["size_bytes"]["fp32"], 3)
 
 
 @pytest.mark.parametrize("case,fragments", [

@@ -199,7 +199,7 @@ def test_io_is_named_input_and_logits_with_a_signature(tmp_path):
 
     from micronet_export.export import ExportOptions, artifact_names, export
 
-    export(ExportOptions(variant="m0", format="tflite", output=tmp_path))
+    export(ExportOptions(variant="m0", format="tflite", checkpoint=SHIPPED, output=tmp_path))
     interp = Interpreter(model_path=str(tmp_path / artifact_names("m0")["tflite_fp32"]))
     interp.allocate_tensors()
     assert interp.get_signature_list() == {"serving_default": {"inputs": ["input"], "outputs": ["logits"]}}
@@ -227,7 +227,8 @@ def test_raw_pixels_int8_takes_bytes_and_agrees_with_fp32(io_dtype, tmp_path):
     sys.path.insert(0, str(project_path("models")))
     from train_fashion_mnist import DATA, load_split
 
-    export(ExportOptions(variant="m0", format="tflite", int8=True, raw_pixels=True, io_dtype=io_dtype, output=tmp_path))
+    export(ExportOptions(variant="m0", format="tflite", checkpoint=SHIPPED, int8=True, raw_pixels=True,
+                         io_dtype=io_dtype, output=tmp_path))
     path = tmp_path / artifact_names("m0")["tflite_int8"]
     io = io_details(path)
     # Bytes in as they are: scale 1 and the zero point that maps 0..255 onto the type.

@@ -3,7 +3,7 @@
 ``int8_stage`` builds the runtime's backend, runs :func:`search.search` on validation photos
 (calibration photos the range statistics never saw), and returns the chosen artifact with
 what the report shows: the plan, every trial, each unit's sensitivity and int8 error, and
-the latency the float islands cost against the plain int8 model.
+what the int8 model buys against fp32 on the same runtime (size, modules in int8, latency).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from micronet_export.int8.mac_share import onnx_mac_share, tflite_mac_share
 from micronet_export.int8.search import Int8Options, Int8Plan, SearchResult, search
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,11 @@ class Int8Stage:
     @property
     def plan(self) -> Int8Plan:
         return self.result.plan
+
+    @property
+    def warning(self) -> str | None:
+        vs_fp32 = self.summary.get("vs_fp32")
+        return fp32_comparison_warning(vs_fp32) if vs_fp32 else None
 
 
 def split_validation(calibration: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -74,15 +80,62 @@ def int8_stage(runtime: str, fp32: onnx.ModelProto, calibration: np.ndarray, ref
         "trials": [t.as_dict() for t in result.trials],
         "sensitivity": [s.__dict__ for s in result.sensitivity],
     }
-    if result.plan != Int8Plan("minmax"):
-        plain = backend.build(Int8Plan("minmax"))
-        summary["latency_ms"] = _latency(runtime, {"chosen": result.artifact, "plain int8": plain}, calibration[0], threads)
+    summary["vs_fp32"] = compare_with_fp32(runtime, fp32, backend, result, calibration[0], threads)
     if per_layer_images is not None and hasattr(backend, "unit_sqnr"):
         summary["per_unit_sqnr"] = backend.unit_sqnr(result.artifact, per_layer_images)
     return Int8Stage(result.artifact, result, summary)
 
 
-def _latency(runtime: str, artifacts: dict[str, object], sample: np.ndarray, threads: int) -> dict[str, float]:
+def artifact_bytes(runtime: str, artifact) -> bytes:
+    return artifact if runtime == "tflite" else artifact.SerializeToString()
+
+
+def fp32_artifact(runtime: str, fp32: onnx.ModelProto):
+    """The float model of the same runtime, the one int8 has to beat."""
+    if runtime != "tflite":
+        return fp32
+    from micronet_export.tflite_export import convert
+
+    return convert(fp32, "fp32").flatbuffer
+
+
+def compare_with_fp32(runtime: str, fp32: onnx.ModelProto, backend, result: SearchResult, sample: np.ndarray,
+                      threads: int) -> dict:
+    """What the chosen int8 model buys against fp32 on the same runtime, measured in this run:
+    file size, the share of int8-capable modules that run in int8, and latency (p50)."""
+    float_model = fp32_artifact(runtime, fp32)
+    models = {"int8": result.artifact, "fp32": float_model}
+    if result.plan != Int8Plan("minmax"):
+        models["plain int8"] = backend.build(Int8Plan("minmax"))
+    latency = latency_p50(runtime, models, sample, threads)
+    units = backend.units()
+    int8_units = [u for u in units if u not in result.plan.float_units]
+    share = tflite_mac_share(result.artifact) if runtime == "tflite" else onnx_mac_share(result.artifact)
+    return {
+        "macs": share.as_dict(),
+        "size_bytes": {name: len(artifact_bytes(runtime, a)) for name, a in models.items()},
+        "size_ratio": round(len(artifact_bytes(runtime, result.artifact)) / len(artifact_bytes(runtime, float_model)), 3),
+        "int8_units": len(int8_units), "units": len(units),
+        "latency_ms": latency, "latency_ratio": round(latency["int8"] / latency["fp32"], 3),
+        "threads": threads,
+    }
+
+
+def fp32_comparison_warning(vs_fp32: dict) -> str | None:
+    """One line when the int8 model buys little against fp32 (a user exports int8 for speed
+    and size: say it when it gives neither)."""
+    problems = [what for what, bad in (
+        (f"not faster than fp32 ({vs_fp32['latency_ratio']:.2f}x its latency)", vs_fp32["latency_ratio"] >= 1.0),
+        (f"{vs_fp32['size_ratio']:.2f}x the size of fp32", vs_fp32["size_ratio"] > 0.5),
+        (f"only {100 * vs_fp32['macs']['int8_mac_fraction']:.0f} % of its MACs in int8",
+         vs_fp32["macs"]["int8_mac_fraction"] < 0.5)) if bad]
+    if not problems:
+        return None
+    return ("this int8 model is " + ", ".join(problems) + " on this machine; the search kept modules float "
+            "to hold the accuracy target (see the int8 plan in report.md)")
+
+
+def latency_p50(runtime: str, artifacts: dict[str, object], sample: np.ndarray, threads: int) -> dict[str, float]:
     """p50 of each artifact, interleaved rounds so machine noise hits all alike."""
     from micronet_export.profile.runner import OnnxModel, TFLiteModel
 
