@@ -196,7 +196,7 @@ def _vs_fp32_markdown(vs: dict) -> list[str]:
              f"({vs['size_ratio']:.2f}x); latency ({vs['threads']} thread(s), p50) {lat['int8']:.3f} ms vs "
              f"{lat['fp32']:.3f} ms ({vs['latency_ratio']:.2f}x)"]
     if "plain int8" in lat:
-        lines.append(f"- the plain int8 model (every module int8): {lat['plain int8']:.3f} ms")
+        lines.append(f"- the plain int8 model (no float islands): {lat['plain int8']:.3f} ms")
     return lines
 
 

@@ -246,7 +246,8 @@ def test_emulated_profile_counts_sdot_and_repeats_exactly(m0_tflite):
 @pytest.mark.slow
 def test_check_emulate_gate(tmp_path, m0_tflite):
     junit = tmp_path / "emu.xml"
-    ok = run_cli("check", "--formats", "tflite", "--precisions", "int8", "--emulate", "cortex-a72,cortex-a76",
+    ok = run_cli("check", "--checkpoint", "fashion-mnist", "--formats", "tflite", "--precisions", "int8",
+                 "--emulate", "cortex-a72,cortex-a76",
                  "--junit", str(junit), "--json", timeout=1800)
     assert ok.returncode == 0, ok.stdout[-2000:] + ok.stderr
     cells = [c for c in json.loads(ok.stdout)["cells"] if "emu:" in c["inputs"]]
@@ -258,7 +259,8 @@ def test_check_emulate_gate(tmp_path, m0_tflite):
     assert int(suite.get("failures")) == 0 and int(suite.get("tests")) == len(json.loads(ok.stdout)["cells"])
     measured = max(c["metrics"]["max_steps"] for c in cells if "a76" in c["inputs"])
     assert measured > 0  # ARM and x86 int8 kernels requantize with different rounding
-    tight = run_cli("check", "--formats", "tflite", "--precisions", "int8", "--emulate", "cortex-a76",
+    tight = run_cli("check", "--checkpoint", "fashion-mnist", "--formats", "tflite", "--precisions", "int8",
+                    "--emulate", "cortex-a76",
                     "--emu-int8-max-steps", str(measured / 2), "--junit", str(junit), timeout=1800)
     assert tight.returncode == 1 and "FAIL: max_steps" in tight.stdout
     assert any("max_steps" in f.get("message") for f in ET.parse(junit).getroot().findall(".//failure"))

@@ -102,7 +102,7 @@ def fp32_artifact(runtime: str, fp32: onnx.ModelProto):
 def compare_with_fp32(runtime: str, fp32: onnx.ModelProto, backend, result: SearchResult, sample: np.ndarray,
                       threads: int) -> dict:
     """What the chosen int8 model buys against fp32 on the same runtime, measured in this run:
-    file size, the share of int8-capable modules that run in int8, and latency (p50)."""
+    file size, the share of conv/FC MACs (and of int8-capable modules) in int8, latency (p50)."""
     float_model = fp32_artifact(runtime, fp32)
     models = {"int8": result.artifact, "fp32": float_model}
     if result.plan != Int8Plan("minmax"):
