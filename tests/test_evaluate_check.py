@@ -108,6 +108,24 @@ def test_two_exports_are_byte_identical(tmp_path, shipped_artifacts):
         assert (tmp_path / names[key]).read_bytes() == (shipped_artifacts / names[key]).read_bytes(), key
 
 
+def test_onnx_bytes_do_not_depend_on_the_string_hash_seed(tmp_path):
+    """Two processes with different string-hash seeds write the same ONNX bytes (fp32 and int8):
+    an export in one process twice cannot see an order that follows Python's set/dict hashing."""
+    import os
+    import subprocess
+    import sys
+
+    names = artifact_names("m0")
+    for seed in ("1", "2"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "micronet_export.cli", "--variant", "m0", "--format", "onnx", "--int8",
+             "--checkpoint", str(SHIPPED), "--output", str(tmp_path / seed), "--no-per-layer", "--parity-warn-only"],
+            capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONHASHSEED": seed})
+        assert proc.returncode == 0, proc.stderr
+    for key in ("onnx_fp32", "onnx_int8"):
+        assert (tmp_path / "1" / names[key]).read_bytes() == (tmp_path / "2" / names[key]).read_bytes(), key
+
+
 @pytest.mark.slow  # exports the shipped int8 models (tens of seconds)
 def test_check_gate(tmp_path):
     junit = tmp_path / "parity.xml"
