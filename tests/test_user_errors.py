@@ -66,6 +66,26 @@ def test_pickled_code_checkpoint_is_refused_for_safety(tmp_path, capfd):
     assert "pickled code ran" not in proc.stdout
 
 
+@pytest.mark.parametrize("command", ["export", "evaluate", "check"])
+def test_nan_weights_are_refused_before_any_work(tmp_path, capfd, command):
+    state = torch.load(SHIPPED, weights_only=True)
+    state = state.get("state_dict", state)
+    weight = next(k for k, v in state.items() if v.is_floating_point() and v.ndim == 4)
+    state[weight] = torch.full_like(state[weight], float("nan"))
+    path = tmp_path / "nan.pth"
+    torch.save(state, path)
+    before = tree(tmp_path)
+    args = {
+        "export": ["--variant", "m0", "--format", "onnx", "--int8", "--parity-warn-only", "--checkpoint", str(path),
+                   "--output", str(tmp_path / "out")],
+        "evaluate": ["evaluate", str(path), "--data", str(SLICE)],
+        "check": ["check", "--formats", "onnx", "--precisions", "fp32", "--checkpoint", str(path),
+                  "--output", str(tmp_path / "check")],
+    }[command]
+    assert_untouched(run_main(capfd, *args), before, tmp_path, f"checkpoint {path} holds non-finite (NaN or inf)",
+                     weight)
+
+
 @pytest.mark.parametrize("command", ["export", "evaluate"])
 def test_m1_weights_as_m0_suggest_m1(tmp_path, capfd, command):
     m1 = str(reference_checkpoint("m1"))
