@@ -51,6 +51,7 @@ def run_check(
     ``emulated`` (an :class:`micronet_export.emulate.cells.EmulatedCheck`) adds the emulated
     ARM cells of every TFLite artifact."""
     base = base or ExportOptions()
+    base.check_thresholds()  # before the first export: a bad bound would otherwise show after it
     checkpoints = checkpoints or {}
     rows = []
     with tempfile.TemporaryDirectory(prefix="micronet-check-") as tmp:

@@ -217,8 +217,12 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
     else:
         rows = [[r["target"], str(r["images"]), f"{100 * r['top1']:.2f}", f"{100 * r['top5']:.2f}",
-                 f"{100 * r['agreement_with_first']:.2f}"] for r in result["results"]]
-        print(format_table(["target", "images", "top-1 %", "top-5 %", "agrees with first %"], rows))
+                 f"{100 * r['agreement_with_first']:.2f}", f"{r['top1_ties']} ({r['top1_ties_label_tied']} with the label)"]
+                for r in result["results"]]
+        print(format_table(["target", "images", "top-1 %", "top-5 %", "agrees with first %", "top-1 ties"], rows))
+        if any(r["top1_ties"] for r in result["results"]):
+            print("top-1 ties: images whose largest logit several classes share; ranked by logit, then lowest class "
+                  "index, for every target")
     return 0
 
 

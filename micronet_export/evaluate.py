@@ -143,18 +143,44 @@ def choose_class_names(targets: list[Target]) -> ClassNames | None:
     return named[0].class_names if named else None
 
 
+def ranked(logits: np.ndarray) -> np.ndarray:
+    """Class indices by descending logit, equal logits in ascending class index: one rule for
+    the outputs of every runtime (a stable sort; argsort's default is not, and an int8 model's
+    coarse logits tie often)."""
+    return np.argsort(-np.asarray(logits), axis=1, kind="stable")
+
+
 def topk_correct(logits: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-    top = np.argsort(-logits, axis=1)[:, :k]
-    return (top == labels[:, None]).any(axis=1)
+    return (ranked(logits)[:, :k] == labels[:, None]).any(axis=1)
+
+
+@dataclass
+class TopTies:
+    """Images whose largest logit is shared by several classes (top-1 decided by the rule of
+    :func:`ranked`), and those of them with the true label among the tied classes (whose
+    top-1 score the rule decides)."""
+
+    images: int
+    label_tied: int
+
+    @classmethod
+    def of(cls, logits: np.ndarray, labels: np.ndarray) -> "TopTies":
+        top = logits.max(axis=1, keepdims=True)
+        tied = (logits == top).sum(axis=1) > 1
+        label_at_top = logits[np.arange(len(labels)), labels] == top[:, 0]
+        return cls(int(tied.sum()), int((tied & label_at_top).sum()))
 
 
 def _score(target: Target, images: np.ndarray, labels: np.ndarray, threads: int) -> dict:
     logits = target.predict(images, threads)
     if logits.shape[1] <= int(labels.max()):
         raise UserError(f"{target.spec} has {logits.shape[1]} classes but the data has label {int(labels.max())}")
-    return {"target": target.spec, "images": int(len(images)), "prediction": logits.argmax(1),
-            "top1": float(np.mean(logits.argmax(1) == labels)),
-            "top5": float(np.mean(topk_correct(logits, labels, min(5, logits.shape[1]))))}
+    order = ranked(logits)
+    ties = TopTies.of(logits, labels)
+    return {"target": target.spec, "images": int(len(images)), "prediction": order[:, 0],
+            "top1": float(np.mean(order[:, 0] == labels)),
+            "top5": float(np.mean(topk_correct(logits, labels, min(5, logits.shape[1])))),
+            "top1_ties": ties.images, "top1_ties_label_tied": ties.label_tied}
 
 
 def evaluate(

@@ -10,7 +10,8 @@ from pathlib import Path
 from micronet_export.errors import UserError
 from micronet_export.images import project_path
 from micronet_export.int8.search import FALLBACKS, Int8Options, Int8Target
-from micronet_export.model.micronet import get_variant
+from micronet_export.int8.units import check_keep_float, module_units
+from micronet_export.model.micronet import MicroNet, get_variant
 from micronet_export.onnx_export import DEFAULT_OPSET, check_input_size
 from micronet_export.passes import MODES as OPTIMIZE_MODES
 from micronet_export.parity import FP16_THRESHOLDS, FP32_THRESHOLDS, INT8_THRESHOLDS, Thresholds
@@ -22,6 +23,12 @@ FORMATS = ("onnx", "tflite")
 ORT_INT8_OPS = {"conv": ("Conv", "Gemm"), "all": None}
 # Opset 13 is the first with Split-as-input; the TorchScript exporter stops at 20.
 MIN_OPSET, MAX_OPSET = 13, 20
+# The command-line flag of each parity bound, for the one-line error a bad value gets.
+THRESHOLD_FLAGS = {
+    "fp32": {"max_abs_rel": "--fp32-max-abs-rel"},
+    "fp16": {"cosine_mean": "--fp16-min-cosine"},
+    "int8": {"cosine_mean": "--int8-min-cosine", "top1_agreement": "--int8-min-top1"},
+}
 
 
 # Shipped trained checkpoints, by the name `--checkpoint NAME` takes: a card beside each (same
@@ -127,9 +134,8 @@ class ExportOptions:
             raise UserError(f"unknown --onnx-optimize {self.onnx_optimize!r}; valid: {', '.join(OPTIMIZE_MODES)}")
         if self.int8_fallback not in FALLBACKS:
             raise UserError(f"unknown --int8-fallback {self.int8_fallback!r}; valid: {', '.join(FALLBACKS)}")
-        for name, value in (("--int8-target-cosine", self.int8_target_cosine), ("--int8-target-top1", self.int8_target_top1)):
-            if value is not None and not 0.0 < value <= 1.0:
-                raise UserError(f"{name} takes a number in (0, 1], got {value}")
+        self.check_thresholds()
+        self._check_int8_only(variant)
         if self.io_dtype not in ("int8", "uint8", "float32"):
             raise UserError(f"unknown --io-dtype {self.io_dtype!r}; valid: int8, uint8, float32")
         if self.raw_pixels and not (self.format == "tflite" and self.int8 and self.io_dtype in ("uint8", "int8")):
@@ -141,6 +147,30 @@ class ExportOptions:
         output = Path(self.output) if self.output else Path("models") / variant
         return replace(self, variant=variant, output=output, checkpoint=checkpoint, input_size=input_size,
                        calibration=calibration)
+
+    def check_thresholds(self) -> None:
+        """Every parity bound and int8 target in range (``check`` calls this before its runs)."""
+        for precision, bounds in (("fp32", self.fp32_thresholds), ("fp16", self.fp16_thresholds),
+                                  ("int8", self.int8_thresholds)):
+            bounds.check_ranges(THRESHOLD_FLAGS[precision], f"{precision} threshold")
+        for name, value in (("--int8-target-cosine", self.int8_target_cosine), ("--int8-target-top1", self.int8_target_top1)):
+            if value is not None and not 0.0 < value <= 1.0:
+                raise UserError(f"{name} takes a number in (0, 1], got {value}")
+
+    def _check_int8_only(self, variant: str) -> None:
+        """Options that only shape an int8 model, refused without --int8 rather than ignored;
+        ``--keep-float`` names checked against the model's modules before any work."""
+        given = [flag for flag, value in (("--keep-float", self.keep_float),
+                                          ("--int8-target-cosine", self.int8_target_cosine is not None),
+                                          ("--int8-target-top1", self.int8_target_top1 is not None)) if value]
+        if given and not self.int8:
+            raise UserError(f"{given[0]} shapes an int8 model: use it with --int8")
+        if self.keep_float:
+            import torch
+
+            with torch.device("meta"):  # module names only: no memory, no weight initialisation
+                model = MicroNet(get_variant(variant), num_classes=1)
+            check_keep_float(self.keep_float, module_units(model))
 
     def int8_options(self) -> Int8Options:
         cosine = self.int8_target_cosine if self.int8_target_cosine is not None else self.int8_thresholds.cosine_mean

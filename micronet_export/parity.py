@@ -9,9 +9,12 @@ read one definition.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
+
+from micronet_export.errors import UserError
 
 _EPS = 1e-30
 
@@ -85,6 +88,28 @@ class Thresholds:
                 op = "<=" if upper else ">="
                 bad.append(f"{name} {value:.6g} (needs {op} {bound:g})")
         return bad
+
+    def check_ranges(self, flags: dict[str, str], what: str) -> None:
+        """Refuse a bound that gates nothing or everything (a negative top-1, an infinite
+        cosine, a zero or negative upper bound) in one line naming the user's flag (``flags``:
+        metric -> flag, else ``what`` and the metric)."""
+        for name, bound in self.as_dict().items():
+            allowed, ok = _RANGES[name]
+            if not (math.isfinite(bound) and ok(bound)):
+                raise UserError(f"{flags.get(name, f'{what} {name}')} takes {allowed}, got {bound}")
+
+
+# What each bound may be: upper bounds positive (max_steps 0 asks for identical int8 outputs),
+# cosines in [-1, 1], the agreement a fraction, SQNR any finite dB value.
+_RANGES = {
+    "max_abs": ("a finite number > 0", lambda v: v > 0),
+    "max_abs_rel": ("a finite number > 0", lambda v: v > 0),
+    "max_steps": ("a finite number >= 0", lambda v: v >= 0),
+    "cosine_mean": ("a number in [-1, 1]", lambda v: -1 <= v <= 1),
+    "cosine_min": ("a number in [-1, 1]", lambda v: -1 <= v <= 1),
+    "top1_agreement": ("a number in [0, 1]", lambda v: 0 <= v <= 1),
+    "sqnr_db": ("a finite number", lambda v: True),
+}
 
 
 # Defaults (README "Parity thresholds"): fp32 artifacts must match PyTorch to float32

@@ -113,7 +113,8 @@ def parity_images(opts: ExportOptions, explicit: bool) -> ParityImages:
     calib, holdout = split_calibration(images.arrays)
     summary = {"dir": str(calib_dir), "images": int(len(calib)), "holdout": int(len(holdout)),
                "skipped": len(images.skipped), "non_image_files": len(images.ignored), "method": opts.calibration_method,
-               "skipped_files": [p.name for p, _ in images.skipped[:20]]}
+               "skipped_files": [p.name for p, _ in images.skipped[:20]], "too_large": len(images.too_large),
+               "too_large_files": [p.name for p, _ in images.too_large[:20]], "downscaled": len(images.downscaled)}
     return ParityImages(calib, holdout, summary)
 
 

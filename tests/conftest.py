@@ -83,3 +83,21 @@ def export_onnx_and_tflite_int8(out: Path) -> Path:
 @pytest.fixture(scope="session")
 def shipped_artifacts(tmp_path_factory):
     return export_onnx_and_tflite_int8(tmp_path_factory.mktemp("shipped"))
+
+
+def blank_bilevel_png(path, width: int, height: int) -> None:
+    """A valid all-black 1-bit PNG of any declared size in a few kB (rows of zero bytes deflate
+    to almost nothing), written chunk by chunk: no image of that size is ever in memory."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row = bytes(1 + (width + 7) // 8)  # filter byte 0, then the packed pixels
+    deflate, parts = zlib.compressobj(9), []
+    for _ in range(height):
+        parts.append(deflate.compress(row))
+    parts.append(deflate.flush())
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1 bit, grayscale
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b""))

@@ -100,3 +100,17 @@ def test_other_variant_is_refused_with_the_variant_that_fits():
     with pytest.raises(CheckpointError, match=r"holds MicroNet-m1 weights, not m0 .*: pass --variant m1$"):
         create_model("m0", checkpoint=reference_checkpoint("m1"))
     assert variants_fitting(torch.load(reference_checkpoint("m1"), weights_only=True)) == ["m1"]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_weights_are_refused(tmp_path, official_sd, bad):
+    sd = dict(official_sd)
+    key = "features.1.layers.4.conv.0.weight"
+    weight = sd[key].clone()
+    weight.view(-1)[:3] = bad
+    sd[key] = weight
+    path = tmp_path / "diverged.pth"
+    torch.save(sd, path)
+    with pytest.raises(CheckpointError, match=rf"holds non-finite \(NaN or inf\) weights in 1 tensors: "
+                                              rf"{key} \(3 of {weight.numel()}\)"):
+        create_model("m0", checkpoint=path)

@@ -8,15 +8,18 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from micronet_export import create_model
+from micronet_export.evaluate import TopTies, load_images, ranked, topk_correct
 from micronet_export.export import ExportOptions, artifact_names, export
 from micronet_export.images import project_path
 from micronet_export.metadata import read_metadata
+from micronet_export.runtimes import run_onnx, run_tflite
 
 from conftest import export_onnx_and_tflite_int8
-from test_cli import assert_one_line_error, run_cli
+from test_cli import assert_one_line_error, run_cli, run_main
 
 SLICE = Path(__file__).parent / "data" / "fashion_mnist_slice"
 SHIPPED = project_path("models/micronet_m0_fashion_mnist.pth")
@@ -52,6 +55,34 @@ def test_evaluate_table_has_every_target(shipped_artifacts):
         assert r["agreement_with_first"] >= 0.95 and r["top5"] >= r["top1"]
     table = run_cli("evaluate", *targets, "--data", str(SLICE), "--labels", str(SLICE / "classes.txt"), "--limit", "20")
     assert table.returncode == 0 and "top-1 %" in table.stdout and table.stdout.count("\n") >= 5
+    # Ties counted on each runtime's own logits, ranked by the one rule.
+    labels = np.array([int(p.parent.name.split("_")[0]) for p in sorted(SLICE.rglob("*.png"))])
+    images = load_images(sorted(SLICE.rglob("*.png")), 64, progress=False)
+    for row, logits in zip(rows[1:], (run_onnx(targets[1], images), run_tflite(targets[2], images))):
+        shared = (logits == logits.max(1, keepdims=True)).sum(1) > 1
+        assert row["top1_ties"] == int(shared.sum()), row
+        assert row["top1"] == pytest.approx(float(np.mean(ranked(logits)[:, 0] == labels)), abs=1e-12)
+
+
+def test_ties_rank_by_lowest_class_index_and_are_counted():
+    logits = np.array([[1.0, 3.0, 3.0, 0.5, 3.0, 2.0],   # 3-way tie at the top, label among them
+                       [0.0, 1.0, 2.0, 2.0, 2.0, 2.0],   # 4-way tie at the top, label not among them
+                       [5.0, 1.0, 1.0, 1.0, 1.0, 1.0]],  # no tie at the top, 5-way below it
+                      np.float32)
+    labels = np.array([4, 0, 0])
+    assert ranked(logits).tolist() == [[1, 2, 4, 5, 0, 3], [2, 3, 4, 5, 1, 0], [0, 1, 2, 3, 4, 5]]
+    assert TopTies.of(logits, labels) == TopTies(images=2, label_tied=1)
+    # the top-5 boundary cuts the second row's ties the same way: class 0 is 6th, never in the top 5
+    assert topk_correct(logits, labels, 5).tolist() == [True, False, True]
+    # the same ranking for the same values in another dtype (an int8 model's dequantized output)
+    steps = np.round(logits * 2).astype(np.int8)
+    assert ranked(steps.astype(np.float64) / 2).tolist() == ranked(logits).tolist()
+
+
+def test_evaluate_table_counts_ties(capfd):
+    proc = run_main(capfd, "evaluate", str(SHIPPED), "--data", str(SLICE), "--limit", "20")
+    assert proc.returncode == 0, proc.stderr
+    assert "top-1 ties" in proc.stdout and "0 (0 with the label)" in proc.stdout
 
 
 def test_evaluate_csv_labels(tmp_path):
@@ -106,6 +137,24 @@ def test_two_exports_are_byte_identical(tmp_path, shipped_artifacts):
     export_onnx_and_tflite_int8(tmp_path)
     for key in ("onnx_fp32", "onnx_int8", "tflite_int8"):
         assert (tmp_path / names[key]).read_bytes() == (shipped_artifacts / names[key]).read_bytes(), key
+
+
+def test_onnx_bytes_do_not_depend_on_the_string_hash_seed(tmp_path):
+    """Two processes with different string-hash seeds write the same ONNX bytes (fp32 and int8):
+    an export in one process twice cannot see an order that follows Python's set/dict hashing."""
+    import os
+    import subprocess
+    import sys
+
+    names = artifact_names("m0")
+    for seed in ("1", "2"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "micronet_export.cli", "--variant", "m0", "--format", "onnx", "--int8",
+             "--checkpoint", str(SHIPPED), "--output", str(tmp_path / seed), "--no-per-layer", "--parity-warn-only"],
+            capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONHASHSEED": seed})
+        assert proc.returncode == 0, proc.stderr
+    for key in ("onnx_fp32", "onnx_int8"):
+        assert (tmp_path / "1" / names[key]).read_bytes() == (tmp_path / "2" / names[key]).read_bytes(), key
 
 
 @pytest.mark.slow  # exports the shipped int8 models (tens of seconds)

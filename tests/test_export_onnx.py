@@ -16,7 +16,7 @@ from micronet_export.export import ExportOptions, artifact_names, export
 from micronet_export.onnx_export import summarize_graph
 from micronet_export.parity import Thresholds
 
-from conftest import checkpoint_with_card, reference_checkpoint
+from conftest import blank_bilevel_png, checkpoint_with_card, reference_checkpoint
 from test_cli import assert_one_line_error, run_cli, run_main
 
 FP32_MAX_ABS_REL = 1e-4
@@ -140,9 +140,11 @@ def test_user_calibration_folder_with_bad_files(tmp_path):
     calib = _photos(tmp_path / "calib", 12)
     (calib / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     (calib / "readme.txt").write_text("ignored")
+    blank_bilevel_png(calib / "bomb.png", 20_000, 10_000)  # over Pillow's decompression-bomb limit
     report = export(ExportOptions(variant="m0", format="onnx", int8=True, calibration=calib,
                                   output=tmp_path / "out", fail_on_parity=False, per_layer=False))
     assert report.calibration["skipped"] == 1 and report.calibration["skipped_files"] == ["corrupt.jpg"]
+    assert report.calibration["too_large"] == 1 and report.calibration["too_large_files"] == ["bomb.png"]
     assert report.calibration["images"] + report.calibration["holdout"] == 12
     # int8 is always compared with fp32 on the same runtime: the same graph's MACs, counted in both files
     from micronet_export.int8.mac_share import onnx_mac_share

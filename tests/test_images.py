@@ -8,9 +8,9 @@ import torch
 from PIL import Image
 
 from micronet_export.errors import CalibrationError
-from micronet_export.images import DEFAULT_CALIBRATION_DIR, load_folder, load_image, preprocess
+from micronet_export.images import DEFAULT_CALIBRATION_DIR, ImageTooLarge, load_folder, load_image, preprocess
 
-from conftest import REFERENCE
+from conftest import REFERENCE, blank_bilevel_png
 
 REFERENCE_INDICES = (0, 50, 100, 150)
 EXACT = 0.0
@@ -108,3 +108,56 @@ def test_notes_beside_photos_alone_are_no_warning(tmp_path, caplog):
     (tmp_path / "classes.txt").write_text("a\nb\n")
     assert len(load_folder(tmp_path).ignored) == 1
     assert caplog.records == []
+
+
+@pytest.mark.parametrize("width,height,reason", [
+    (20_000, 10_000, "declares 200 megapixels, over Pillow's decompression-bomb limit"),  # DecompressionBombError
+    (12_000, 12_000, "12000x12000 (144 megapixels, over the 64 MP the loader decodes)"),  # Pillow only warns
+])
+def test_huge_images_are_skipped_counted_and_never_decoded(tmp_path, caplog, width, height, reason):
+    import warnings
+
+    for i in range(2):
+        _rgb(i).save(tmp_path / f"ok{i}.png")
+    blank_bilevel_png(tmp_path / "huge.png", width, height)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Pillow's DecompressionBombWarning must not reach the user
+        images = load_folder(tmp_path, min_images=2)
+    assert [p.name for p in images.paths] == ["ok0.png", "ok1.png"] and not images.skipped
+    assert [(p.name, why) for p, why in images.too_large] == [("huge.png", f"too large: {reason}")]
+    warning, = [r.getMessage() for r in caplog.records]
+    assert warning == (f"warning: skipped 0 unreadable image(s), 1 too large to decode (huge.png) and 0 non-image "
+                       f"file(s) in {tmp_path}")
+
+
+def _smooth_rgb(size=(1600, 1200)):
+    """A photo-like image without pixel-level detail: downscaling methods agree on it."""
+    y, x = np.mgrid[0:size[1], 0:size[0]].astype(np.float64)
+    rgb = np.stack([128 + 100 * np.sin(x / 150), 128 + 100 * np.cos(y / 130), 128 + 60 * np.sin((x + y) / 200)], -1)
+    return Image.fromarray(rgb.astype(np.uint8), "RGB")
+
+
+# Decoding a JPEG at 1/8 scale averages 8x8 blocks in the DCT; Pillow's bilinear resize
+# averages over its own (triangle) footprint. On a smooth image whose colour moves by at most
+# 100/130 levels per pixel, every pixel lands within a couple of levels of the other
+# (2/255/0.224 = 0.035 after normalisation).
+DRAFT_MAX_ABS = 0.035
+
+
+def test_jpeg_over_the_limit_is_decoded_at_reduced_scale(tmp_path, caplog):
+    from micronet_export.images import read_image
+
+    path = tmp_path / "big.jpg"
+    _smooth_rgb().save(path, quality=95)
+    full = read_image(path, 64)
+    small = read_image(path, 64, max_pixels=500_000)  # 1.92 MP: decoded at 1/8, 200x150
+    assert not full.downscaled and small.downscaled
+    assert np.abs(small.array - full.array).max() <= DRAFT_MAX_ABS
+    images = load_folder(tmp_path, input_size=64, max_pixels=500_000)
+    assert [p.name for p in images.downscaled] == ["big.jpg"] and not images.too_large
+    assert caplog.records[0].getMessage() == (f"warning: decoded 1 JPEG(s) over 0.5 megapixels at reduced scale "
+                                              f"(big.jpg) in {tmp_path}")
+    png = tmp_path / "big.png"
+    _smooth_rgb().save(png)
+    with pytest.raises(ImageTooLarge, match=r"1600x1200 \(2 megapixels, over the 0.5 MP the loader decodes\)"):
+        read_image(png, 64, max_pixels=500_000)

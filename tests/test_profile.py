@@ -232,3 +232,27 @@ def test_remote_python_keeps_home_expandable():
     assert _remote_word("~/mn/bin/python") == "~/mn/bin/python"
     assert _remote_word("/opt/my env/python") == "'/opt/my env/python'"
     assert _remote_word("~/a b/python") == "~/'a b/python'"
+
+
+# The runner's own peak (Python, numpy, the runtime, one small model: 60-100 MB) varies by a few
+# MB from run to run: allocator and thread-stack timing.
+PEAK_RSS_REL = 0.10
+BALLAST_MB = 400
+
+
+def test_peak_rss_is_the_runners_own_not_its_parents(artifacts):
+    """A runner started by a large process (the CLI holds torch, TF and the artifacts) reports
+    its own peak, the same as when a small process starts it."""
+    from micronet_export.profile.targets import RUNNER
+
+    model = str(artifacts / "m0.onnx")
+    launcher = "import subprocess, sys; sys.exit(subprocess.run(sys.argv[1:]).returncode)"
+    small_parent = subprocess.run([sys.executable, "-c", launcher, sys.executable, str(RUNNER), model, "--runs", "3"],
+                                  capture_output=True, text=True, timeout=300)
+    assert small_parent.returncode == 0, small_parent.stderr
+    alone = json.loads(small_parent.stdout.strip().splitlines()[-1])["peak_rss_mb"]
+    ballast = np.ones(BALLAST_MB * 2**20 // 8)  # resident in this process, the runner's parent
+    got = profile([model], options=ProfileOptions(runs=3, warmup=1))[0]["peak_rss_mb"]
+    assert float(ballast[-1]) == 1.0
+    assert got == pytest.approx(alone, rel=PEAK_RSS_REL)
+    assert got < BALLAST_MB / 2

@@ -66,6 +66,26 @@ def test_pickled_code_checkpoint_is_refused_for_safety(tmp_path, capfd):
     assert "pickled code ran" not in proc.stdout
 
 
+@pytest.mark.parametrize("command", ["export", "evaluate", "check"])
+def test_nan_weights_are_refused_before_any_work(tmp_path, capfd, command):
+    state = torch.load(SHIPPED, weights_only=True)
+    state = state.get("state_dict", state)
+    weight = next(k for k, v in state.items() if v.is_floating_point() and v.ndim == 4)
+    state[weight] = torch.full_like(state[weight], float("nan"))
+    path = tmp_path / "nan.pth"
+    torch.save(state, path)
+    before = tree(tmp_path)
+    args = {
+        "export": ["--variant", "m0", "--format", "onnx", "--int8", "--parity-warn-only", "--checkpoint", str(path),
+                   "--output", str(tmp_path / "out")],
+        "evaluate": ["evaluate", str(path), "--data", str(SLICE)],
+        "check": ["check", "--formats", "onnx", "--precisions", "fp32", "--checkpoint", str(path),
+                  "--output", str(tmp_path / "check")],
+    }[command]
+    assert_untouched(run_main(capfd, *args), before, tmp_path, f"checkpoint {path} holds non-finite (NaN or inf)",
+                     weight)
+
+
 @pytest.mark.parametrize("command", ["export", "evaluate"])
 def test_m1_weights_as_m0_suggest_m1(tmp_path, capfd, command):
     m1 = str(reference_checkpoint("m1"))
@@ -204,3 +224,44 @@ def test_ctrl_c_that_a_library_swallows_still_commits_nothing(tmp_path):
 def test_int8_option_mistakes(tmp_path, capfd, args, fragment):
     proc = run_main(capfd, "--variant", "m0", *args, "--output", str(tmp_path / "out"))
     assert_untouched(proc, {}, tmp_path, fragment)
+
+
+EXPORT = ["--variant", "m0", "--format", "onnx"]
+CHECK = ["check", "--formats", "onnx", "--precisions", "fp32,int8"]
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (EXPORT + ["--int8", "--int8-min-top1", "-1"], "--int8-min-top1 takes a number in [0, 1], got -1.0"),
+    (EXPORT + ["--int8", "--int8-min-top1", "1.01"], "--int8-min-top1 takes a number in [0, 1], got 1.01"),
+    (EXPORT + ["--int8", "--int8-min-cosine", "inf"], "--int8-min-cosine takes a number in [-1, 1], got inf"),
+    (EXPORT + ["--int8", "--int8-min-cosine", "nan"], "--int8-min-cosine takes a number in [-1, 1], got nan"),
+    (EXPORT + ["--fp32-max-abs-rel", "-1"], "--fp32-max-abs-rel takes a finite number > 0, got -1.0"),
+    (EXPORT + ["--fp32-max-abs-rel", "0"], "--fp32-max-abs-rel takes a finite number > 0, got 0.0"),
+    (EXPORT + ["--int8", "--int8-target-top1", "nan"], "--int8-target-top1 takes a number in (0, 1], got nan"),
+    (CHECK + ["--int8-min-top1", "-1"], "--int8-min-top1 takes a number in [0, 1], got -1.0"),
+    (CHECK + ["--fp16-min-cosine=-inf"], "--fp16-min-cosine takes a number in [-1, 1], got -inf"),
+    (CHECK + ["--fp32-max-abs-rel", "inf"], "--fp32-max-abs-rel takes a finite number > 0, got inf"),
+    (CHECK + ["--emulate", "cortex-a53", "--emu-int8-min-top1", "2"], "--emu-int8-min-top1 takes a number in [0, 1]"),
+    (CHECK + ["--emulate", "cortex-a53", "--emu-int8-max-steps", "-3"], "--emu-int8-max-steps takes a finite number >= 0"),
+])
+def test_thresholds_out_of_range_are_refused_before_any_work(tmp_path, capfd, args, fragment):
+    proc = run_main(capfd, *args, "--output", str(tmp_path / "out"))
+    assert_untouched(proc, {}, tmp_path, fragment)
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (EXPORT + ["--keep-float", "classifier"], "--keep-float shapes an int8 model: use it with --int8"),
+    (EXPORT + ["--int8-target-cosine", "0.99"], "--int8-target-cosine shapes an int8 model: use it with --int8"),
+    (EXPORT + ["--int8", "--keep-float", "features.9"], "--keep-float 'features.9' names no layer of this model"),
+    (EXPORT + ["--int8", "--keep-float", "features.6,classifer"], "--keep-float 'classifer' names no layer"),
+], ids=["keep-float-fp32", "target-fp32", "unknown-module", "typo"])
+def test_int8_only_options_are_checked_up_front(tmp_path, capfd, args, fragment):
+    proc = run_main(capfd, *args, "--output", str(tmp_path / "out"))
+    assert_untouched(proc, {}, tmp_path, fragment)
+
+
+def test_known_keep_float_modules_pass_the_up_front_check():
+    from micronet_export.export import ExportOptions
+
+    for names in (("classifier",), ("features.6", "features.0.stem"), ("features.1.layers.4",)):
+        ExportOptions(variant="m0", format="onnx", int8=True, keep_float=names).normalized()

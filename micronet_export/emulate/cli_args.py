@@ -50,7 +50,9 @@ def check_options(args: argparse.Namespace):
     from micronet_export.emulate.cores import parse_cores
 
     pick = lambda base, **kw: replace(base, **{k: v for k, v in kw.items() if v is not None})  # noqa: E731
-    return EmulatedCheck(
-        cores=tuple(parse_cores(args.emulate)),
-        int8=pick(EMULATED_INT8_THRESHOLDS, max_steps=args.emu_int8_max_steps, top1_agreement=args.emu_int8_min_top1),
-        float_=pick(EMULATED_FLOAT_THRESHOLDS, max_abs_rel=args.emu_float_max_abs_rel))
+    int8 = pick(EMULATED_INT8_THRESHOLDS, max_steps=args.emu_int8_max_steps, top1_agreement=args.emu_int8_min_top1)
+    float_ = pick(EMULATED_FLOAT_THRESHOLDS, max_abs_rel=args.emu_float_max_abs_rel)
+    int8.check_ranges({"max_steps": "--emu-int8-max-steps", "top1_agreement": "--emu-int8-min-top1"},
+                      "emulated int8 threshold")
+    float_.check_ranges({"max_abs_rel": "--emu-float-max-abs-rel"}, "emulated float threshold")
+    return EmulatedCheck(cores=tuple(parse_cores(args.emulate)), int8=int8, float_=float_)

@@ -26,8 +26,7 @@ from typing import Protocol
 
 import numpy as np
 
-from micronet_export.errors import UserError
-from micronet_export.int8.units import matches
+from micronet_export.int8.units import check_keep_float, matches
 from micronet_export.parity import cosine, top1_agreement
 
 log = logging.getLogger(__name__)
@@ -161,10 +160,7 @@ def search(backend: Int8Backend, images: np.ndarray, reference: np.ndarray, opti
     score = _Scorer(backend, images, reference, options.target)
     all_units = backend.units()
     known = backend.known_units()
-    unknown = [k for k in options.keep_float if not any(matches(u, (k,)) for u in known)]
-    if unknown:
-        raise UserError(f"--keep-float {unknown[0]!r} names no layer of this model; layers are "
-                        f"{', '.join(known[:6])}, ... (module paths, as in the report's per-layer table)")
+    check_keep_float(options.keep_float, known)
     forced = tuple(u for u in known if matches(u, options.keep_float))
     first = score("baseline", Int8Plan("minmax", forced))
     if first.met or options.fallback == "none":

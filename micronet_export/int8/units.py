@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import re
 
+from micronet_export.errors import UserError
+
 _SCOPE = re.compile(r"^/(.*)/[^/]+$")
 _TF_UNIQUIFIER = re.compile(r"_\d+$")
 # Scope of ops the lowering emits outside any module (the graph output).
@@ -64,3 +66,19 @@ def matches(unit: str, prefixes: tuple[str, ...] | list[str]) -> bool:
 def unit_order(units: list[str]) -> list[str]:
     """Units in network order (first appearance), without repeats."""
     return list(dict.fromkeys(units))
+
+
+def module_units(model) -> list[str]:
+    """The units of a PyTorch model's leaf modules, in network order: what ``--keep-float`` may
+    name, known before any export (a runtime's graph may fold a few of them away)."""
+    leaves = [name for name, module in model.named_modules() if name and next(module.children(), None) is None]
+    return unit_order([unit_of(name) for name in leaves] + [GRAPH_SCOPE])
+
+
+def check_keep_float(names: tuple[str, ...] | list[str], known: list[str]) -> None:
+    """Every ``--keep-float`` name must cover at least one of the ``known`` units."""
+    unknown = [k for k in names if not any(matches(u, (k,)) for u in known)]
+    if unknown:
+        shown = [u for u in known if u != GRAPH_SCOPE][:6]
+        raise UserError(f"--keep-float {unknown[0]!r} names no layer of this model; layers are "
+                        f"{', '.join(shown)}, ... (module paths, as in the report's per-layer table)")

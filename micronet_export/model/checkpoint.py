@@ -77,7 +77,24 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path} holds no tensors; expected a MicroNet state_dict")
     if all(k.startswith("module.") for k in tensors):
         tensors = {k[len("module."):]: v for k, v in tensors.items()}
+    check_finite(tensors, path)
     return tensors
+
+
+def check_finite(tensors: Mapping[str, torch.Tensor], source: str | Path) -> None:
+    """Refuse NaN / inf weights before any work: every artifact made from them would compute
+    NaN, and NaN logits still "agree" on top-1 (argmax of an all-NaN row is index 0)."""
+    bad = {}
+    for key, value in tensors.items():
+        if value.is_floating_point() or value.is_complex():
+            count = int((~torch.isfinite(value)).sum())
+            if count:
+                bad[key] = count
+    if bad:
+        first = ", ".join(f"{k} ({n} of {tensors[k].numel()})" for k, n in list(bad.items())[:_SHOWN_KEYS])
+        more = f" (+{len(bad) - _SHOWN_KEYS} more)" if len(bad) > _SHOWN_KEYS else ""
+        raise CheckpointError(f"checkpoint {source} holds non-finite (NaN or inf) weights in {len(bad)} tensors: "
+                              f"{first}{more}; it cannot be exported or evaluated (was training diverging?)")
 
 
 def _first(keys: list[str]) -> str:

@@ -32,9 +32,11 @@ def _channel_products(model, edit: GraphEditor, shapes) -> list[tuple[onnx.NodeP
     return found
 
 
-def _flatten_splits(edit: GraphEditor, coefficients: set[str], shapes) -> dict[str, str]:
+def _flatten_splits(edit: GraphEditor, coefficients: list[str], shapes) -> dict[str, str]:
     """Flatten the input of every channel Split whose outputs are all coefficients: the Split
-    then cuts 1-D parts, which are the flattened coefficients themselves."""
+    then cuts 1-D parts, which are the flattened coefficients themselves. ``coefficients`` is
+    in graph order, so the new nodes and constants are too (a set would order them by the
+    process's string-hash seed and change the file's bytes from one run to the next)."""
     producer, flat = edit.producer(), {}
     for split in {producer[c].name: producer[c] for c in coefficients if c in producer}.values():
         shape = shapes.get(split.input[0])
@@ -59,7 +61,7 @@ def channel_scales_as_batchnorm(model: onnx.ModelProto, shapes: dict[str, list[i
     out.CopyFrom(model)
     edit = GraphEditor(out)
     products = _channel_products(out, edit, shapes)
-    flat = _flatten_splits(edit, {coef for _, _, coef in products}, shapes)
+    flat = _flatten_splits(edit, list(dict.fromkeys(coef for _, _, coef in products)), shapes)
     for mul, data, coef in products:
         channels = shapes[coef][1]
         if coef not in flat:

@@ -185,6 +185,16 @@ def cpu_model() -> str:
 
 
 def peak_rss_mb() -> float:
+    """This process's own peak resident memory. Linux's ru_maxrss survives fork and exec: a
+    runner started by a large process reports that process's peak. VmHWM belongs to the
+    address space exec made, so it is the runner's alone; ru_maxrss is the fallback elsewhere."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0  # kB
+    except OSError:
+        pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 1024.0 if sys.platform != "darwin" else rss / (1024.0 * 1024.0)
 
