@@ -107,6 +107,10 @@ def _tflite_artifact(run: ExportRun, plain: onnx.ModelProto) -> onnx.ModelProto:
     with run.timer.stage("onnx optimization"):
         optimized = optimize(plain, "tflite", run.opts.onnx_optimize)
     stage, graph = None, optimized.model
+    if run.opts.raw_pixels and not run.opts.int8:
+        from micronet_export.input_normalization import fold_normalization
+
+        graph = fold_normalization(graph)
     if run.opts.int8:
         with run.timer.stage("tflite int8 quantization"):
             stage, graph = _tflite_int8(run, optimized.model)
