@@ -110,3 +110,19 @@ def test_runtimes_still_load_the_artifact_with_the_zip(fashion_fp32):
     assert info["runtime_version"] == "2.14.0"
     # Same artifact, two runtimes: float32 kernels that sum in different orders.
     assert np.abs(pi - litert).max() <= 1e-4 * np.abs(litert).max()
+
+
+def test_labels_txt_lies_beside_the_artifacts_with_the_embedded_names(fashion_fp32):
+    beside = (fashion_fp32.parent / LABELS_FILE).read_bytes()
+    assert beside == read_associated_files(fashion_fp32.read_bytes())[LABELS_FILE]
+    assert beside.decode().splitlines() == FASHION_CLASSES
+
+
+def test_labels_txt_is_replaced_only_with_force(fashion_fp32, tmp_path):
+    from micronet_export.errors import OutputExistsError
+
+    (tmp_path / LABELS_FILE).write_text("an earlier run's\n")
+    with pytest.raises(OutputExistsError, match=LABELS_FILE):
+        export(ExportOptions(variant="m0", format="onnx", checkpoint=SHIPPED, output=tmp_path))
+    export(ExportOptions(variant="m0", format="onnx", checkpoint=SHIPPED, output=tmp_path, force=True))
+    assert (tmp_path / LABELS_FILE).read_text().splitlines() == FASHION_CLASSES
