@@ -128,3 +128,22 @@ def test_imagenet_default_fp32_in_mediapipe(tmp_path):
     assert len(categories[0]) == 1000
     assert all(c.category_name == imagenet_names().names[c.index] for c in categories[0])
     assert top1_agreement(categories, ours(path, images)) >= MIN_TOP1_AGREEMENT
+
+
+def test_readme_python_snippet_runs_on_a_real_artifact(fashion_artifacts, fashion_squares, tmp_path, monkeypatch):
+    # README's MediaPipe snippet, as written, against the int8 artifact under its real name.
+    import re
+
+    from PIL import Image
+
+    readme = (project_path("README.md")).read_text()
+    snippet = next(b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "ImageClassifier" in b)
+    name = artifact_names("m0")["tflite_int8"]
+    assert f'"models/m0/{name}"' in snippet and f'"{name}"' in readme  # the Kotlin snippet too
+    (tmp_path / "models" / "m0").mkdir(parents=True)
+    (tmp_path / "models" / "m0" / name).write_bytes(fashion_artifacts["int8"].read_bytes())
+    Image.fromarray(fashion_squares[0]).save(tmp_path / "square_photo.jpg")
+    monkeypatch.chdir(tmp_path)
+    printed = []
+    exec(compile(snippet, "README.md", "exec"), {"print": lambda *a: printed.append(a)})
+    assert len(printed) == 5 and all(a[0] in FASHION_CLASSES for a in printed)
