@@ -109,9 +109,13 @@ def _export_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--input-size", type=int, help="multiple of 32 (default: the checkpoint card's, else 224)")
     p.add_argument("--dynamic-batch", action="store_true", help="ONNX with a dynamic batch axis")
-    p.add_argument("--io-dtype", default="int8", choices=("int8", "uint8", "float32"), help="int8 TFLite input/output type")
-    p.add_argument("--raw-pixels", action="store_true",
-                   help="TFLite int8 takes the RGB bytes 0..255 (mean/std folded into the model; --io-dtype uint8/int8)")
+    p.add_argument("--io-dtype", choices=("int8", "uint8", "float32"),
+                   help="int8 TFLite input/output type (default uint8, what MediaPipe takes)")
+    pixels = p.add_mutually_exclusive_group()
+    pixels.add_argument("--raw-pixels", action="store_const", const=True, dest="raw_pixels",
+                        help="TFLite takes the RGB values 0..255, mean/std folded into the model (the default)")
+    pixels.add_argument("--normalized-input", action="store_const", const=False, dest="raw_pixels",
+                        help="TFLite takes (x / 255 - mean) / std per channel, as the ONNX model does")
     p.add_argument("--int8-target-cosine", type=float,
                    help="int8 accuracy control: mean logit cosine to keep vs fp32 (default: --int8-min-cosine)")
     p.add_argument("--int8-target-top1", type=float, help="top-1 agreement to keep vs fp32 (default: --int8-min-top1)")

@@ -30,8 +30,9 @@ from micronet_export.output import artifact_names, check_existing, staged_output
 from micronet_export.report import REPORT_JSON, REPORT_MD, ArtifactReport, Report, write_report
 from micronet_export.run_context import (  # noqa: F401 - re-exported for callers of the pipeline
     FIXED_INPUTS, HOLDOUT_EVERY, MIN_CALIBRATION_IMAGES, NO_PHOTOS_NOTE, ExportRun, ParityImages, References,
-    StageTimer, fixed_inputs, labels_for, parity_images, split_calibration,
+    StageTimer, class_names_for, fixed_inputs, labels_for, parity_images, split_calibration,
 )
+from micronet_export.tflite_metadata import LABELS_FILE, labels_text
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,12 @@ def export(options: ExportOptions) -> Report:
         images = parity_images(opts, explicit=options.calibration is not None)
     with timer.stage("reference logits"):
         refs = References.of(model, fixed_inputs(opts.input_size), images.holdout, opts.fp32_thresholds)
+    labels = class_names_for(opts.checkpoint, model.num_classes)
+    if labels is not None:
+        files.append(LABELS_FILE)
     with staged_output(opts.output, files, opts.force) as out:
+        if labels is not None:  # the class names beside the artifacts, as inside each .tflite
+            out.path(LABELS_FILE).write_bytes(labels_text(labels))
         report = Report(variant=opts.variant, input_size=opts.input_size, checkpoint=checkpoint,
                         calibration=images.summary, removed_stale=[p.name for p in out.stale])
         run = ExportRun(opts, model, images, refs, out, report, timer)
@@ -107,6 +113,10 @@ def _tflite_artifact(run: ExportRun, plain: onnx.ModelProto) -> onnx.ModelProto:
     with run.timer.stage("onnx optimization"):
         optimized = optimize(plain, "tflite", run.opts.onnx_optimize)
     stage, graph = None, optimized.model
+    if run.opts.raw_pixels and not run.opts.int8:
+        from micronet_export.input_normalization import fold_normalization
+
+        graph = fold_normalization(graph)
     if run.opts.int8:
         with run.timer.stage("tflite int8 quantization"):
             stage, graph = _tflite_int8(run, optimized.model)

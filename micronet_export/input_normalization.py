@@ -1,7 +1,9 @@
-"""Raw-pixel input: the ImageNet normalisation moved inside the model (``--raw-pixels``).
+"""Raw-pixel input: the ImageNet normalisation moved inside the model (the TFLite default).
 
-An app then feeds the RGB bytes of the resized, centre-cropped image as they are (0..255, NHWC
-in TFLite) instead of computing ``(x / 255 - mean) / std`` itself. The ONNX graph gets one
+An app then feeds the RGB values of the resized, centre-cropped image as they are (0..255, NHWC
+in TFLite; uint8 for int8, float32 for fp32 / fp16) instead of computing
+``(x / 255 - mean) / std`` itself: what MediaPipe Tasks asks of a model, since it applies one
+mean and std to all channels and refuses per-channel ones. The ONNX graph gets one
 per-channel ``Add(-255 * mean)`` in front of the first conv, whose weights absorb the
 ``1 / (255 * std)``: exact, zero padding included (a zero of the centred input is the mean,
 which is what the normalised model pads with). For int8 the input tensor's range is pinned to
@@ -52,6 +54,14 @@ def to_raw_pixels(batch: np.ndarray) -> np.ndarray:
     mean = np.asarray(IMAGENET_MEAN, np.float32)[None, :, None, None]
     std = np.asarray(IMAGENET_STD, np.float32)[None, :, None, None]
     return np.clip(np.round((batch * std + mean) * 255.0), *PIXEL_RANGE).astype(np.float32)
+
+
+def denormalize(batch: np.ndarray) -> np.ndarray:
+    """Normalised NCHW images as pixel values, exactly (no rounding or clipping: a uint8 input
+    rounds and clips when it is quantized, a float one takes any value)."""
+    mean = np.asarray(IMAGENET_MEAN, np.float32)[None, :, None, None]
+    std = np.asarray(IMAGENET_STD, np.float32)[None, :, None, None]
+    return ((batch * std + mean) * 255.0).astype(np.float32)
 
 
 def from_raw_pixels(batch: np.ndarray) -> np.ndarray:

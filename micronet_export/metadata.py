@@ -3,8 +3,9 @@
 
 ONNX: ``metadata_props`` (string key/value). TFLite: a ``micronet_export`` entry of the
 flatbuffer's ``metadata`` list whose buffer holds the same keys as JSON (interpreters ignore
-unknown metadata; the TFLite Support library's ``TFLITE_METADATA`` entry is not used because
-its schema has no room for these fields).
+unknown metadata), and beside it the standard ``TFLITE_METADATA`` entry that app frameworks
+read (:mod:`micronet_export.tflite_metadata`: its schema has no room for the keys above, so
+both are written).
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ from pathlib import Path
 from micronet_export import __version__
 from micronet_export.errors import UserError
 from micronet_export.images import IMAGENET_MEAN, IMAGENET_STD
+from micronet_export.tflite_metadata import (
+    LABELS_FILE, STANDARD_METADATA_NAME, ClassScores, ImageInput, StandardMetadata, append_files, associated_files,
+    metadata_flatbuffer,
+)
 
 TFLITE_METADATA_NAME = "micronet_export"
 
@@ -103,22 +108,62 @@ def _name_io(model, schema) -> None:
     model.signatureDefs = [signature]
 
 
-def add_tflite_metadata(flatbuffer: bytes, meta: dict[str, str]) -> bytes:
+def _set_metadata_entry(model, schema, name: str, data: bytes) -> None:
+    model.metadata = [m for m in (model.metadata or []) if m.name not in (name, name.encode())]
+    buffer = schema.BufferT()
+    buffer.data = list(data)
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name = name
+    entry.buffer = len(model.buffers) - 1
+    model.metadata.append(entry)
+
+
+def add_tflite_metadata(flatbuffer: bytes, meta: dict[str, str], standard: StandardMetadata | None = None) -> bytes:
     """``flatbuffer`` carrying ``meta`` (JSON in a ``micronet_export`` metadata entry), with its
-    input and output named ``input`` / ``logits`` in the tensors and a signature."""
+    input and output named ``input`` / ``logits`` in the tensors and a signature; with
+    ``standard``, also the ``TFLITE_METADATA`` entry and its files (labels) appended as a zip."""
     schema, flatbuffer_utils = _tflite_schema()
 
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
     _name_io(model, schema)
-    model.metadata = [m for m in (model.metadata or []) if m.name.decode() != TFLITE_METADATA_NAME]
-    buffer = schema.BufferT()
-    buffer.data = list(json.dumps(meta, sort_keys=True).encode())
-    model.buffers.append(buffer)
-    entry = schema.MetadataT()
-    entry.name = TFLITE_METADATA_NAME
-    entry.buffer = len(model.buffers) - 1
-    model.metadata.append(entry)
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    _set_metadata_entry(model, schema, TFLITE_METADATA_NAME, json.dumps(meta, sort_keys=True).encode())
+    if standard is not None:
+        _set_metadata_entry(model, schema, STANDARD_METADATA_NAME, metadata_flatbuffer(standard))
+    out = bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    return append_files(out, associated_files(standard)) if standard is not None else out
+
+
+def standard_metadata(meta: dict[str, str], *, labels: tuple[str, ...] | None, author: str) -> StandardMetadata:
+    """The standard metadata of a TFLite artifact whose ``micronet.*`` entry is ``meta``: what
+    MediaPipe and the Task Library need to feed it an image and name its classes."""
+    size, precision = int(meta["micronet.input_size"]), meta["micronet.precision"]
+    raw = meta["micronet.input_pixels"] == RAW_PIXELS
+    if raw:  # the model normalises itself: the app passes the pixel values through
+        mean, std, value_range = (0.0,), (1.0,), (0.0, 255.0)
+        pixels = "RGB values 0..255 as they are (the ImageNet mean/std are folded into the model)"
+    else:
+        mean, std, value_range = (tuple(round(255.0 * m, 4) for m in IMAGENET_MEAN),
+                                  tuple(round(255.0 * s, 4) for s in IMAGENET_STD), None)
+        pixels = "RGB normalised per channel, (x - mean) / std with the ImageNet mean/std in pixel units"
+    image = ImageInput(name=INPUT_NAME, size=size, mean=mean, std=std, value_range=value_range,
+                       description=f"{size}x{size} RGB image, NHWC, {pixels}. Trained on the centre crop of "
+                                   f"{meta['micronet.preprocessing'].split(',')[0]}: pass a centred square "
+                                   "(MediaPipe stretches the whole image to the input size).")
+    classes = meta["micronet.num_classes"]
+    scores = ClassScores(name=OUTPUT_NAME, labels=labels,
+                         description=f"{classes} class logits (no softmax: rank them; they are not probabilities, "
+                                     "so a score threshold is a logit threshold)"
+                                     + (f", class names in {LABELS_FILE}" if labels is not None else ""))
+    variant = meta["micronet.variant"].upper()
+    return StandardMetadata(
+        name=f"MicroNet-{variant} image classifier ({precision})",
+        description=(f"MicroNet-{variant} (Li et al., ICCV 2021), {classes} classes, {size}x{size} RGB input, "
+                     f"{precision}: {meta['micronet.quantization']}. Exported by {meta['micronet.tool']}."),
+        version=f"{meta['micronet.tool']}; checkpoint sha256 {meta['micronet.checkpoint_sha256']}",
+        author=author,
+        license=meta.get("micronet.weights_license") or "no licence recorded for these weights",
+        input=image, output=scores)
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:

@@ -89,9 +89,13 @@ class ExportOptions:
     # "auto": the MicroNet ONNX passes for each runtime (micronet_export.passes); "none": the
     # plain torch.onnx export for both.
     onnx_optimize: str = "auto"
-    io_dtype: str = "int8"
-    # TFLite int8 takes the RGB bytes 0..255 (mean/std folded into the first conv).
-    raw_pixels: bool = False
+    # int8 TFLite input/output type; None: uint8, what MediaPipe and the Task Library take
+    # (they refuse int8 input).
+    io_dtype: str | None = None
+    # TFLite takes the RGB values 0..255 (mean/std folded into the first conv), so that app
+    # frameworks need no per-channel normalisation (MediaPipe refuses it). None: yes for every
+    # TFLite artifact but an int8 one with float32 I/O; False: the normalised input of ONNX.
+    raw_pixels: bool | None = None
     # int8 accuracy control (micronet_export.int8): the plain min/max model when it keeps the
     # logits within the targets (default: the int8 parity thresholds), else better ranges,
     # else the fewest float islands that do; "none" always ships the plain model.
@@ -136,17 +140,26 @@ class ExportOptions:
             raise UserError(f"unknown --int8-fallback {self.int8_fallback!r}; valid: {', '.join(FALLBACKS)}")
         self.check_thresholds()
         self._check_int8_only(variant)
-        if self.io_dtype not in ("int8", "uint8", "float32"):
-            raise UserError(f"unknown --io-dtype {self.io_dtype!r}; valid: int8, uint8, float32")
-        if self.raw_pixels and not (self.format == "tflite" and self.int8 and self.io_dtype in ("uint8", "int8")):
-            raise UserError("--raw-pixels makes a TFLite int8 model take RGB bytes: use it with --format tflite --int8 "
-                            "(--io-dtype uint8 or int8)")
+        io_dtype = self.io_dtype if self.io_dtype is not None else "uint8" if self.format == "tflite" else "int8"
+        if io_dtype not in ("int8", "uint8", "float32"):
+            raise UserError(f"unknown --io-dtype {io_dtype!r}; valid: int8, uint8, float32")
+        raw_pixels = self._raw_pixels(io_dtype)
         if not MIN_OPSET <= self.opset <= MAX_OPSET:
             raise UserError(f"--opset {self.opset} is not supported; use {MIN_OPSET}..{MAX_OPSET} (default {DEFAULT_OPSET})")
         check_input_size(input_size)
         output = Path(self.output) if self.output else Path("models") / variant
         return replace(self, variant=variant, output=output, checkpoint=checkpoint, input_size=input_size,
-                       calibration=calibration)
+                       calibration=calibration, io_dtype=io_dtype, raw_pixels=raw_pixels)
+
+    def _raw_pixels(self, io_dtype: str) -> bool:
+        """Whether the TFLite artifact takes the RGB values 0..255 (see ``raw_pixels``)."""
+        allowed = self.format == "tflite" and not (self.int8 and io_dtype == "float32")
+        if self.raw_pixels is None:
+            return allowed
+        if self.raw_pixels and not allowed:
+            raise UserError("--raw-pixels makes a TFLite model take RGB values 0..255: use it with --format tflite "
+                            "(with --int8: --io-dtype uint8 or int8)")
+        return self.raw_pixels
 
     def check_thresholds(self) -> None:
         """Every parity bound and int8 target in range (``check`` calls this before its runs)."""

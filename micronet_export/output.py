@@ -25,6 +25,7 @@ from micronet_export.errors import OutputExistsError, UserError
 from micronet_export.interrupt import raise_if_interrupted
 from micronet_export.model.variants import VARIANTS
 from micronet_export.report import REPORT_JSON, REPORT_MD
+from micronet_export.tflite_metadata import LABELS_FILE
 
 STAGING_PREFIX = ".micronet-export-"
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -41,7 +42,8 @@ def artifact_names(variant: str) -> dict[str, str]:
 
 
 # Only files with these exact names are ever replaced or removed: never a user's own file.
-TOOL_FILE_NAMES = frozenset([name for v in VARIANTS for name in artifact_names(v).values()] + [REPORT_JSON, REPORT_MD])
+TOOL_FILE_NAMES = frozenset([name for v in VARIANTS for name in artifact_names(v).values()]
+                            + [REPORT_JSON, REPORT_MD, LABELS_FILE])
 
 
 @dataclass

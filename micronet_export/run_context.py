@@ -130,6 +130,23 @@ def labels_for(checkpoint, num_classes: int) -> str:
     return f"{num_classes} classes (no label file)"
 
 
+def class_names_for(checkpoint, num_classes: int) -> tuple[str, ...] | None:
+    """The class names the artifacts carry as labels (the card's, else ImageNet-1k's for a
+    1000-class model); None when they are not known."""
+    from micronet_export.class_names import IMAGENET_CLASSES, imagenet_names
+
+    classes = checkpoint_card(checkpoint).get("classes")
+    if classes and len(classes) == num_classes:
+        return tuple(str(c) for c in classes)
+    return imagenet_names().names if num_classes == IMAGENET_CLASSES else None
+
+
+def weights_author(checkpoint) -> str:
+    """Who made the weights, for the standard metadata's ``author``: the card's ``author``."""
+    if not checkpoint:
+        return "none: random initialisation (micronet-export)"
+    return checkpoint_card(checkpoint).get("author") or f"not recorded (checkpoint {Path(checkpoint).name})"
+
 
 @dataclass
 class ExportRun:
@@ -161,3 +178,10 @@ class ExportRun:
                                  quantization=quantization, labels=labels_for(opts.checkpoint, self.model.num_classes),
                                  weights_license=self.report.checkpoint.get("license_notice"),
                                  raw_pixels=opts.raw_pixels and layout == "NHWC")
+
+    def standard_metadata(self, meta: dict[str, str]):
+        """The standard TFLite metadata beside ``meta`` (the artifact's ``micronet.*`` entry)."""
+        from micronet_export.metadata import standard_metadata
+
+        return standard_metadata(meta, labels=class_names_for(self.opts.checkpoint, self.model.num_classes),
+                                 author=weights_author(self.opts.checkpoint))

@@ -57,15 +57,15 @@ def _as_model_input(model: str | Path, batch: np.ndarray) -> np.ndarray:
     from micronet_export.metadata import tflite_takes_raw_pixels
 
     if Path(model).suffix == ".tflite" and tflite_takes_raw_pixels(model):
-        from micronet_export.input_normalization import to_raw_pixels
+        from micronet_export.input_normalization import denormalize
 
-        return to_raw_pixels(batch)
+        return denormalize(batch)
     return batch
 
 
 def run_tflite(model: str | Path, batch: np.ndarray, threads: int = 1) -> np.ndarray:
     """LiteRT (XNNPACK) in this process; int8/uint8 I/O (de)quantized with the model's params,
-    normalised images turned back into bytes for a ``--raw-pixels`` model."""
+    normalised images turned back into pixel values for a raw-pixel model."""
     from micronet_export.profile.runner import TFLiteModel
     from micronet_export.quiet import quiet_native_output
 

@@ -50,7 +50,8 @@ def tflite_artifact(run: ExportRun, graph: onnx.ModelProto, int8=None) -> Artifa
         else:
             conversion = convert(graph, precision, calibration=run.images.calibration, io_dtype=opts.io_dtype)
             flatbuffer, lowering = conversion.flatbuffer, conversion.lowering
-        path.write_bytes(add_tflite_metadata(flatbuffer, run.metadata("NHWC", precision, _quantization(run, precision, int8))))
+        meta = run.metadata("NHWC", precision, _quantization(run, precision, int8))
+        path.write_bytes(add_tflite_metadata(flatbuffer, meta, run.standard_metadata(meta)))
     with run.timer.stage(f"tflite {precision} parity"):
         art = ArtifactReport(path=str(run.out.folder / path.name), format="tflite", precision=precision,
                              size_bytes=path.stat().st_size, ops=op_histogram(path), io=io_details(path),

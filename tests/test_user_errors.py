@@ -215,12 +215,12 @@ def test_ctrl_c_that_a_library_swallows_still_commits_nothing(tmp_path):
 
 
 @pytest.mark.parametrize("args,fragment", [
-    (["--format", "onnx", "--int8", "--raw-pixels"], "--raw-pixels makes a TFLite int8 model take RGB bytes"),
-    (["--format", "tflite", "--raw-pixels"], "use it with --format tflite --int8"),
-    (["--format", "tflite", "--int8", "--raw-pixels", "--io-dtype", "float32"], "(--io-dtype uint8 or int8)"),
+    (["--format", "onnx", "--int8", "--raw-pixels"], "--raw-pixels makes a TFLite model take RGB values"),
+    (["--format", "tflite", "--raw-pixels", "--normalized-input"], "not allowed with argument --raw-pixels"),
+    (["--format", "tflite", "--int8", "--raw-pixels", "--io-dtype", "float32"], "--io-dtype uint8 or int8"),
     (["--format", "onnx", "--int8", "--int8-fallback", "sometimes"], "invalid choice: 'sometimes'"),
     (["--format", "onnx", "--int8", "--int8-target-cosine", "1.5"], "--int8-target-cosine takes a number in (0, 1]"),
-], ids=["raw-pixels-onnx", "raw-pixels-fp32", "raw-pixels-float-io", "fallback", "target"])
+], ids=["raw-pixels-onnx", "raw-pixels-and-normalized", "raw-pixels-float-io", "fallback", "target"])
 def test_int8_option_mistakes(tmp_path, capfd, args, fragment):
     proc = run_main(capfd, "--variant", "m0", *args, "--output", str(tmp_path / "out"))
     assert_untouched(proc, {}, tmp_path, fragment)
