@@ -41,7 +41,9 @@ from micronet_export.export import split_calibration  # noqa: E402
 from micronet_export.images import load_folder, project_path  # noqa: E402
 from micronet_export.int8.passes import correct_bias, equalize  # noqa: E402
 from micronet_export.int8.search import Int8Options, Int8Plan  # noqa: E402
-from micronet_export.int8.stage import _latency, int8_stage, split_validation  # noqa: E402
+from micronet_export.int8.distill import DistillOptions, distill  # noqa: E402
+from micronet_export.int8.mac_share import onnx_mac_share, tflite_mac_share  # noqa: E402
+from micronet_export.int8.stage import artifact_bytes, int8_stage, latency_p50, split_validation  # noqa: E402
 from micronet_export.model.random_weights import realistic_weights  # noqa: E402
 from micronet_export.onnx_export import export_onnx  # noqa: E402
 from micronet_export.parity import compare  # noqa: E402
@@ -50,14 +52,16 @@ from micronet_export.runtimes import run_torch  # noqa: E402
 
 REFERENCE = ROOT / "tests" / "data" / "reference"
 PLAIN = ROOT / "tests" / "data" / "fashion_mnist_plain" / "micronet_m0_fashion_mnist_plain.pth"
+IMAGENET = ROOT / "models" / "micronet_m0_imagenet.pth"
 CASES = {
+    "m0-imagenet": ("m0", IMAGENET, 224, "calibration"),
     "m0-ref": ("m0", REFERENCE / "official_state_dict_m0.pt", 224, "calibration"),
     "m1-ref": ("m1", REFERENCE / "official_state_dict_m1.pt", 224, "calibration"),
     "m0-plain": ("m0", PLAIN, 64, "models/fashion_mnist_calibration"),
     "m2-random": ("m2", None, 224, "calibration"),
     "m3-random": ("m3", None, 224, "calibration"),
 }
-REMEDIES = ("plain", "relmse", "cle", "bias", "cle+bias+relmse", "auto")
+REMEDIES = ("plain", "relmse", "cle", "bias", "cle+bias+relmse", "auto", "distill", "distill+auto")
 PASS_IMAGES = 32
 
 
@@ -78,6 +82,37 @@ class Remedy:
     backend: object  # runs the artifact (logits)
     plan: Int8Plan
     seconds: float = 0.0
+
+
+@dataclass
+class Distilled:
+    """Weights fine-tuned for int8 by distillation from the case's fp32 model."""
+
+    graph: object  # their fp32 ONNX
+    seconds: float
+    simulated_before: dict
+    simulated_after: dict
+
+
+def distill_case(model, calib: np.ndarray, size: int, steps: int) -> Distilled:
+    stats_images, validation = split_validation(calib)
+    result = distill(model, stats_images, DistillOptions(steps=steps), check_photos=validation,
+                     progress=lambda step, total, loss: print(f"  distill {step}/{total} loss {loss:.3f}", file=sys.stderr))
+    fine_tuned = create_model(model.variant, num_classes=model.num_classes)
+    fine_tuned.load_state_dict(result.state_dict)
+    return Distilled(export_onnx(fine_tuned.eval(), input_size=size), result.seconds,
+                     vars(result.before), vars(result.after))
+
+
+def _distilled_remedies(runtime: str, model, calib: np.ndarray, distilled: Distilled) -> dict[str, Remedy]:
+    """Plain int8 and the export's search on the distilled weights, judged (like every remedy)
+    against the original fp32 model."""
+    backend = _backend(runtime, distilled.graph, calib)
+    out = {"distill": Remedy(backend.build(Int8Plan("minmax")), backend, Int8Plan("minmax"), distilled.seconds)}
+    start = time.perf_counter()
+    stage = int8_stage(runtime, distilled.graph, calib, lambda x: run_torch(model, x), Int8Options())
+    out["distill+auto"] = Remedy(stage.artifact, backend, stage.plan, distilled.seconds + time.perf_counter() - start)
+    return out
 
 
 def _artifacts(runtime: str, model, fp32, calib: np.ndarray) -> dict[str, Remedy]:
@@ -105,7 +140,13 @@ def _fp32_artifact(runtime: str, fp32):
     return fp32
 
 
-def run_case(name: str, runtime: str, test_set) -> list[dict]:
+def _mac_share(runtime: str, artifact) -> float:
+    share = tflite_mac_share(artifact) if runtime == "tflite" else onnx_mac_share(artifact)
+    return round(share.fraction, 4)
+
+
+def run_case(name: str, runtime: str, test_set, distill_steps: int = 0, distilled: dict | None = None) -> list[dict]:
+    """Rows of every remedy; ``distilled`` caches each case's distillation across runtimes."""
     variant, checkpoint, size, calibration = CASES[name]
     photos = load_folder(project_path(calibration), input_size=size).arrays
     model = create_model(variant, checkpoint=checkpoint, num_classes=None)
@@ -116,21 +157,32 @@ def run_case(name: str, runtime: str, test_set) -> list[dict]:
     want = run_torch(model, holdout)
     rows = []
     artifacts = _artifacts(runtime, model, fp32, calib)
-    latency = _latency(runtime, {"fp32": _fp32_artifact(runtime, fp32), **{k: v.artifact for k, v in artifacts.items()}},
-                       holdout[0], threads=1)
+    if distill_steps:
+        distilled = {} if distilled is None else distilled
+        if name not in distilled:
+            distilled[name] = distill_case(model, calib, size, distill_steps)
+        artifacts.update(_distilled_remedies(runtime, model, calib, distilled[name]))
+    fp32_artifact = _fp32_artifact(runtime, fp32)
+    fp32_size = len(artifact_bytes(runtime, fp32_artifact))
+    latency = latency_p50(runtime, {"fp32": fp32_artifact, **{k: v.artifact for k, v in artifacts.items()}},
+                          holdout[0], threads=1)
     test_top1 = None
     if test_set is not None and name == "m0-plain":
         x, y = test_set
         test_top1 = {"fp32": float((run_torch(model, x).argmax(1) == y).mean())}
-    for remedy in REMEDIES:
+    for remedy in (r for r in REMEDIES if r in artifacts):
         remedy_run = artifacts[remedy]
         artifact, backend = remedy_run.artifact, remedy_run.backend
         m = compare(backend.logits(artifact, holdout), want)
         row = {"case": name, "runtime": runtime, "remedy": remedy, "cosine_mean": m["cosine_mean"],
                "cosine_min": m["cosine_min"], "top1_agreement": m["top1_agreement"],
                "latency_ms": latency[remedy], "fp32_latency_ms": latency["fp32"],
-               "latency_vs_fp32": latency[remedy] / latency["fp32"]}
-        if remedy == "auto":
+               "latency_vs_fp32": latency[remedy] / latency["fp32"],
+               "int8_mac_share": _mac_share(runtime, artifact),
+               "size_vs_fp32": round(len(artifact_bytes(runtime, artifact)) / fp32_size, 3)}
+        if remedy in ("distill", "distill+auto"):
+            row.update(export_seconds=round(remedy_run.seconds, 1))
+        if remedy in ("auto", "distill+auto"):
             row.update(search_seconds=round(remedy_run.seconds, 1), plan=remedy_run.plan.describe(),
                        float_units=list(remedy_run.plan.float_units))
         if test_top1 is not None:
@@ -157,10 +209,11 @@ def fashion_test_set(size: int = 64):
 
 def _table(rows: list[dict]) -> str:
     header = ["case", "runtime", "remedy", "cosine mean", "cosine min", "top-1 agr.", "test top-1 drop", "ms",
-              "x fp32", "float units"]
+              "x fp32", "int8 MACs", "size x fp32", "float units"]
     body = [[r["case"], r["runtime"], r["remedy"], f"{r['cosine_mean']:.4f}", f"{r['cosine_min']:.4f}",
              f"{r['top1_agreement']:.3f}", f"{r['test_top1_drop_points']:+.2f}" if "test_top1_drop_points" in r else "-",
-             f"{r['latency_ms']:.3f}", f"{r['latency_vs_fp32']:.2f}",
+             f"{r['latency_ms']:.3f}", f"{r['latency_vs_fp32']:.2f}", f"{100 * r['int8_mac_share']:.0f} %",
+             f"{r['size_vs_fp32']:.2f}",
              str(len(r["float_units"])) if "float_units" in r else "-"] for r in rows]
     return format_table(header, body)
 
@@ -170,10 +223,13 @@ def main(argv=None) -> int:
     p.add_argument("--cases", default=",".join(CASES))
     p.add_argument("--runtimes", default="tflite,onnxruntime")
     p.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results")
+    p.add_argument("--distill-steps", type=int, default=DistillOptions().steps,
+                   help="steps of quantization-aware distillation (0: skip the distill remedies)")
     args = p.parse_args(argv)
     cases = args.cases.split(",")
+    distilled: dict = {}
     test_set = fashion_test_set() if "m0-plain" in cases else None
-    rows = [row for case in cases for runtime in args.runtimes.split(",") for row in run_case(case, runtime, test_set)]
+    rows = [row for case in cases for runtime in args.runtimes.split(",") for row in run_case(case, runtime, test_set, args.distill_steps, distilled)]
     table = _table(rows)
     print(table)
     cpu = host_cpu()

@@ -89,12 +89,13 @@ class ExportOptions:
     # "auto": the MicroNet ONNX passes for each runtime (micronet_export.passes); "none": the
     # plain torch.onnx export for both.
     onnx_optimize: str = "auto"
-    # int8 TFLite input/output type; None: uint8, what MediaPipe and the Task Library take
-    # (they refuse int8 input).
+    # int8 TFLite input/output type; None: uint8 with raw pixels (what MediaPipe and the Task
+    # Library take: they refuse int8 input), else int8.
     io_dtype: str | None = None
     # TFLite takes the RGB values 0..255 (mean/std folded into the first conv), so that app
-    # frameworks need no per-channel normalisation (MediaPipe refuses it). None: yes for every
-    # TFLite artifact but an int8 one with float32 I/O; False: the normalised input of ONNX.
+    # frameworks need no per-channel normalisation (MediaPipe refuses it). None: yes for fp32 /
+    # fp16 TFLite; no for int8, whose float-island search on the ImageNet M0 misses the parity
+    # gate with pixel input (README, "MediaPipe"); False: the normalised input of ONNX.
     raw_pixels: bool | None = None
     # int8 accuracy control (micronet_export.int8): the plain min/max model when it keeps the
     # logits within the targets (default: the int8 parity thresholds), else better ranges,
@@ -140,7 +141,8 @@ class ExportOptions:
             raise UserError(f"unknown --int8-fallback {self.int8_fallback!r}; valid: {', '.join(FALLBACKS)}")
         self.check_thresholds()
         self._check_int8_only(variant)
-        io_dtype = self.io_dtype if self.io_dtype is not None else "uint8" if self.format == "tflite" else "int8"
+        wants_pixels = self.raw_pixels if self.raw_pixels is not None else self.format == "tflite" and not self.int8
+        io_dtype = self.io_dtype if self.io_dtype is not None else "uint8" if wants_pixels else "int8"
         if io_dtype not in ("int8", "uint8", "float32"):
             raise UserError(f"unknown --io-dtype {io_dtype!r}; valid: int8, uint8, float32")
         raw_pixels = self._raw_pixels(io_dtype)
@@ -155,7 +157,7 @@ class ExportOptions:
         """Whether the TFLite artifact takes the RGB values 0..255 (see ``raw_pixels``)."""
         allowed = self.format == "tflite" and not (self.int8 and io_dtype == "float32")
         if self.raw_pixels is None:
-            return allowed
+            return allowed and not self.int8
         if self.raw_pixels and not allowed:
             raise UserError("--raw-pixels makes a TFLite model take RGB values 0..255: use it with --format tflite "
                             "(with --int8: --io-dtype uint8 or int8)")

@@ -34,7 +34,7 @@ def onnx_int8_run(tmp_path_factory):
 def test_artifacts_and_report(onnx_int8_run):
     out, report = onnx_int8_run
     names = artifact_names("m0")
-    assert sorted(p.name for p in out.iterdir()) == sorted([names["onnx_fp32"], names["onnx_int8"], "report.json", "report.md"])
+    assert sorted(p.name for p in out.iterdir()) == sorted([names["onnx_fp32"], names["onnx_int8"], "labels.txt", "report.json", "report.md"])
     data = json.loads((out / "report.json").read_text())
     assert {"variant", "input_size", "tool_version", "checkpoint", "artifacts", "timings_s"} <= set(data)
     assert data["checkpoint"]["sha256"] and len(data["checkpoint"]["sha256"]) == 64
@@ -212,7 +212,7 @@ def test_force_replaces_an_earlier_run(tmp_path, capfd):
     (tmp_path / "notes.txt").write_text("the user's own file: not the tool's to remove")
     proc = run_main(capfd, "--variant", "m0", "--format", "onnx", "--output", str(tmp_path), "--force")
     assert proc.returncode == 0, proc.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["micronet_m0.onnx", "notes.txt", "report.json", "report.md"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.txt", "micronet_m0.onnx", "notes.txt", "report.json", "report.md"]
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["removed_stale"] == ["micronet_m0_int8.tflite", "micronet_m1.onnx"]
     assert "removed an earlier run's artifacts (--force): micronet_m0_int8.tflite, micronet_m1.onnx" in proc.stdout
