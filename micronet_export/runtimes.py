@@ -52,7 +52,7 @@ def run_torch_float64(model, batch: np.ndarray) -> np.ndarray:
 RUNNER = Path(__file__).resolve().parent / "profile" / "runner.py"
 
 
-def _as_model_input(model: str | Path, batch: np.ndarray) -> np.ndarray:
+def as_model_input(model: str | Path, batch: np.ndarray) -> np.ndarray:
     """``batch`` (normalised, as images.preprocess makes it) in the pixels the artifact takes."""
     from micronet_export.metadata import tflite_takes_raw_pixels
 
@@ -69,7 +69,7 @@ def run_tflite(model: str | Path, batch: np.ndarray, threads: int = 1) -> np.nda
     from micronet_export.profile.runner import TFLiteModel
     from micronet_export.quiet import quiet_native_output
 
-    batch = _as_model_input(model, batch)
+    batch = as_model_input(model, batch)
     with quiet_native_output(stdout=False):  # LiteRT's "INFO: Created ... XNNPACK delegate" line
         m = TFLiteModel("litert", str(model), threads)
     outs = []
@@ -93,7 +93,7 @@ def run_in_runner(model: str | Path, batch: np.ndarray, runtime: str, threads: i
 
     with tempfile.TemporaryDirectory(prefix="micronet-run-") as tmp:
         inputs, outputs = Path(tmp) / "inputs.npy", Path(tmp) / "outputs.npy"
-        np.save(inputs, _as_model_input(model, batch).astype(np.float32))
+        np.save(inputs, as_model_input(model, batch).astype(np.float32))
         proc = subprocess.run(
             [python or sys.executable, str(RUNNER), str(model), "--runtime", runtime, "--inputs", str(inputs),
              "--outputs", str(outputs), "--threads", str(threads)],

@@ -22,6 +22,7 @@ from micronet_export.emulate.cores import Core
 from micronet_export.emulate.environment import Environment, guest_command, guest_environment  # noqa: F401
 from micronet_export.errors import UserError
 from micronet_export.profile.runner import RUNNER
+from micronet_export.runtimes import as_model_input
 
 RUNTIMES = ("litert", "tflite_runtime")
 # Emulation is ~50-100x slower than the host: a few timed runs say enough about wall time.
@@ -55,7 +56,8 @@ def run_emulated(env: Environment, core: Core, model: str | Path, runtime: str, 
         args = [str(RUNNER), str(model), "--runtime", runtime, "--threads", "1",
                 "--runs", str(min(runs, EMULATED_MAX_RUNS)), "--warmup", str(min(warmup, EMULATED_MAX_WARMUP))]
         if inputs is not None:
-            np.save(tmpdir / "inputs.npy", np.ascontiguousarray(inputs, np.float32))
+            # Normalised photos in, as for the x86 runner: a raw-pixel model gets them as pixels.
+            np.save(tmpdir / "inputs.npy", np.ascontiguousarray(as_model_input(model, inputs), np.float32))
             args += ["--inputs", str(tmpdir / "inputs.npy"), "--outputs", str(tmpdir / "outputs.npy")]
         if counted_invokes:
             args += ["--marker-invokes", str(counted_invokes)]
