@@ -82,3 +82,39 @@ def test_distillation_lowers_the_simulated_int8_error():
     assert result.after.kl < 0.6 * result.before.kl, (result.before, result.after)
     reloaded = create_model("m0", num_classes=10)
     reloaded.load_state_dict(result.state_dict)  # official key layout, strict
+
+
+class _ConvShuffleReLU6(torch.nn.Module):
+    """conv -> channel shuffle -> ReLU6, as MicroNet's stem: the exporters fold the shuffle
+    into the conv and the runtimes fuse the ReLU6, so int8 rounds once, after the ReLU6."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        n, c, h, w = y.shape
+        y = y.reshape(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w)
+        return torch.nn.functional.relu6(y)
+
+
+def test_simulation_rounds_a_conv_once_after_its_relu_across_a_channel_shuffle():
+    torch.manual_seed(0)
+    model = _ConvShuffleReLU6().eval()
+    with torch.no_grad():
+        model.conv.bias.fill_(3.0)  # most outputs inside (0, 6), some far above: a wide pre-ReLU range
+        model.conv.weight.mul_(20.0)
+    x = torch.randn(4, 3, 8, 8)
+    simulation = simulate_int8(model, x[:2])
+    assert len(simulation.activations) == 2  # the input and the ReLU6 output, not the conv output
+    simulation.observe_ranges(x)
+    simulation.set_enabled(activations=True, weights=False)
+    with torch.no_grad():
+        reference = model(x)
+    x_rounded = simulation.activations[-1](x)  # the input quantizer, observed on x
+    with torch.no_grad():
+        exact = model(x_rounded)
+    # one rounding of [0, 6] on 255 steps: at most half a step from the float result
+    assert (simulation.logits(x) - exact).abs().max().item() <= 6.0 / 255 / 2 + 1e-5
+    assert (exact - reference).abs().max().item() > 0  # the input rounding is real

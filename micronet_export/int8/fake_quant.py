@@ -6,7 +6,8 @@ rounds: on every conv / linear weight (symmetric per output channel, levels -127
 runtimes quantize weights) and on the output of every op that computes on activations
 (asymmetric per tensor, -128..127, range = min/max over the calibration photos, as the
 converters' default calibration). A conv, linear or add directly followed by its activation is
-rounded once, after the activation: the runtimes fuse the two. Views, slices and
+rounded once, after the activation: the runtimes fuse the two (also across a channel shuffle
+between them). Views, slices and
 concatenations do not round (they move int8 values unchanged).
 
 Convolutions must already have their BatchNorm folded in (:func:`distill.fold_batchnorm`):
@@ -34,7 +35,22 @@ def _aten_sets():
                             aten.relu6.default, aten.hardtanh.default, aten.mean.dim,
                             aten.adaptive_avg_pool2d.default, aten.div.Tensor, aten.sub.Tensor}
     fused_activations = {aten.relu.default, aten.relu6.default, aten.hardtanh.default}
-    return weighted, computing, fused_activations
+    moves = {aten.reshape.default, aten.view.default, aten.transpose.int, aten.permute.default,
+             aten.clone.default, aten.unsqueeze.default, aten.squeeze.dim}
+    return weighted, computing, fused_activations, moves
+
+
+def _fuses_with_activation(node, fused_activations, moves) -> bool:
+    """The node's only consumer is an activation, possibly behind channel moves: the
+    exporters move a channel shuffle between a conv and its ReLU into the conv's weights or
+    past the ReLU (elementwise, so it commutes), and the runtimes then fuse the two."""
+    while len(node.users) == 1:
+        (node,) = node.users
+        if node.target in fused_activations:
+            return True
+        if node.target not in moves:
+            return False
+    return False
 
 
 class ActivationQuantizer(nn.Module):
@@ -130,7 +146,7 @@ def simulate_int8(model: nn.Module, example: torch.Tensor) -> Int8Simulation:
     (call :meth:`Int8Simulation.observe_ranges`). Parameters keep their names in ``model``."""
     batch = torch.export.Dim("batch", min=1, max=4096)
     module = torch.export.export(model, (example,), dynamic_shapes={"x": {0: batch}}).module()
-    weighted, computing, fused_activations = _aten_sets()
+    weighted, computing, fused_activations, moves = _aten_sets()
     dependent = _depends_on_input(module.graph)
     activations: list[ActivationQuantizer] = []
     weights: list[WeightQuantizer] = []
@@ -146,8 +162,7 @@ def simulate_int8(model: nn.Module, example: torch.Tensor) -> Int8Simulation:
             node.replace_input_with(weight, rounded)
             weights.append(quantizer)
         if node in dependent and node.target in computing:
-            users = list(node.users)
-            fused = len(users) == 1 and users[0].target in fused_activations
+            fused = _fuses_with_activation(node, fused_activations, moves)
             if fused and (node.target in weighted or node.target == torch.ops.aten.add.Tensor):
                 continue
             activations.append(ActivationQuantizer())
