@@ -162,6 +162,7 @@ def _export_options(args: argparse.Namespace):
 
 def _export(args: argparse.Namespace) -> int:
     from micronet_export.export import export
+    from micronet_export.follow_up import follow_up_commands
     from micronet_export.report import HEADER, format_table, summary_rows
 
     # Stage progress on a terminal only: piped stderr (CI, tests) carries warnings and errors.
@@ -182,6 +183,8 @@ def _export(args: argparse.Namespace) -> int:
               f"calibration: {calibration}")
         if report.removed_stale:
             print(f"removed an earlier run's artifacts (--force): {', '.join(report.removed_stale)}")
+        if error is None:
+            print("\n".join(follow_up_commands(report)))
     if error is not None:
         raise error
     for failure in report.failures():
@@ -336,10 +339,8 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _predict_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="micronet-export predict",
-                description="Top-K classes of images (softmax scores), each preprocessed at the model's input size.")
-    p.add_argument("model", metavar="MODEL", help="a .tflite, an .onnx, a .pth / .pt checkpoint or a shipped "
-                   "checkpoint by name: imagenet, fashion-mnist")
+    p = _Parser(prog="micronet-export predict", description="Top-K classes (softmax scores) of images.")
+    p.add_argument("model", metavar="MODEL", help=".tflite, .onnx, .pth / .pt, or a shipped checkpoint's name")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="jpg / png / webp / bmp files")
     p.add_argument("--top", type=_positive_int, default=5, help="classes per image (default 5)")
     p.add_argument("--variant", help="variant of a checkpoint (default: the card's, else the one the weights fit)")

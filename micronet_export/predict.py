@@ -82,9 +82,10 @@ def check_images(images: list[str | Path]) -> list[Path]:
         raise UserError("give at least one image to predict on")
     paths = [Path(i) for i in images]
     for path in paths:
+        if path.is_dir():
+            raise UserError(f"image {path} is a folder: give image files (e.g. {path}/*.jpg)")
         if not path.is_file():
-            raise UserError(f"image {path} does not exist" + (": it is a folder, give image files" if path.is_dir()
-                                                              else ": check the path"))
+            raise UserError(f"image {path} does not exist: check the path")
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             raise UserError(f"image {path}: unsupported suffix {path.suffix or '(none)'}; "
                             f"give a {', '.join(IMAGE_SUFFIXES)} file")
