@@ -28,7 +28,8 @@ def follow_up_commands(report: Report) -> list[str]:
     photos = Path(report.calibration.get("dir") or DEFAULT_CALIBRATION_DIR)
     photos = photos if photos.is_dir() else None
     image = _first_image(photos) if photos else None
-    data = shlex.quote(str(photos)) if photos and _labelled(photos) else "DIR  # DIR/<class>/<image>"
-    return [f"next: micronet-export predict {artifact} {shlex.quote(str(image)) if image else 'IMAGE'}",
-            f"      micronet-export evaluate {artifact} --data {data}",
-            f"      micronet-export profile {artifact}"]
+    data = shlex.quote(str(photos)) if photos and _labelled(photos) else "DIR  # a DIR/<class>/<image> folder"
+    # Indented shell lines, a comment the only prose: each pastes into a shell as it is.
+    return [f"  micronet-export predict {artifact} {shlex.quote(str(image)) if image else 'IMAGE'}  # next steps",
+            f"  micronet-export evaluate {artifact} --data {data}",
+            f"  micronet-export profile {artifact}"]
