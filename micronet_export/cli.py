@@ -1,7 +1,7 @@
 """Command line: parse, call the library, print. No logic of its own.
 
 ``micronet-export [export] --variant m0 --format tflite --int8`` is the main job; ``info``,
-``evaluate``, ``profile`` and ``check`` are sub-commands. User errors (argument errors included)
+``evaluate``, ``profile``, ``check`` and ``predict`` are sub-commands. User errors (argument errors included)
 print one ``error:`` line on stderr and exit non-zero, without a traceback.
 """
 
@@ -24,6 +24,7 @@ SUBCOMMAND_HELP = {
     "evaluate": "top-1 / top-5 of checkpoints and artifacts on a labelled image folder",
     "profile": "latency of .onnx / .tflite models, locally, over adb or over ssh",
     "check": "parity matrix as a CI gate (exit 1 when a cell fails)",
+    "predict": "top-K classes and scores of images under an artifact or a checkpoint",
 }
 
 
@@ -85,7 +86,7 @@ def _export_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="micronet-export",
         usage="micronet-export [export] --variant V --format {onnx,tflite} [options]\n"
-              "       micronet-export {info,evaluate,profile,check} ...  (COMMAND --help for each)",
+              "       micronet-export {info,evaluate,profile,check,predict} ...  (COMMAND --help for each)",
         description="Export MicroNet to ONNX / TFLite with parity checks.\n\nsub-commands:\n"
         + "\n".join(f"  {name:<10} {text}" for name, text in SUBCOMMAND_HELP.items()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -161,6 +162,7 @@ def _export_options(args: argparse.Namespace):
 
 def _export(args: argparse.Namespace) -> int:
     from micronet_export.export import export
+    from micronet_export.follow_up import follow_up_commands
     from micronet_export.report import HEADER, format_table, summary_rows
 
     # Stage progress on a terminal only: piped stderr (CI, tests) carries warnings and errors.
@@ -181,6 +183,8 @@ def _export(args: argparse.Namespace) -> int:
               f"calibration: {calibration}")
         if report.removed_stale:
             print(f"removed an earlier run's artifacts (--force): {', '.join(report.removed_stale)}")
+        if error is None:
+            print("\n".join(follow_up_commands(report)))
     if error is not None:
         raise error
     for failure in report.failures():
@@ -334,6 +338,27 @@ def _check(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _predict_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="micronet-export predict", description="Top-K classes (softmax scores) of images.")
+    p.add_argument("model", metavar="MODEL", help=".tflite, .onnx, .pth / .pt, or a shipped checkpoint's name")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="jpg / png / webp / bmp files")
+    p.add_argument("--top", type=_positive_int, default=5, help="classes per image (default 5)")
+    p.add_argument("--variant", help="variant of a checkpoint (default: the card's, else the one the weights fit)")
+    p.add_argument("--threads", type=_positive_int, default=1)
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    return p
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from micronet_export.predict import format_predictions, predict
+
+    result = predict(args.model, args.images, top=args.top, variant=args.variant, threads=args.threads)
+    print(f"predict: {result.runtime}, weights {result.weights}; input {result.input_size}x{result.input_size} "
+          f"({result.input_size_source}); class names: {result.class_names_source}", file=sys.stderr)
+    print(json.dumps(result.as_dict(), indent=2) if args.json else format_predictions(result))
+    return 0
+
+
 # name -> (parser, runner). tests/test_readme.py checks that README lists every one of these
 # sub-commands and every flag of their parsers.
 SUBCOMMANDS = {
@@ -342,6 +367,7 @@ SUBCOMMANDS = {
     "evaluate": (_evaluate_parser, _evaluate),
     "profile": (_profile_parser, _profile),
     "check": (_check_parser, _check),
+    "predict": (_predict_parser, _predict),
 }
 
 

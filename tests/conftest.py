@@ -85,6 +85,14 @@ def shipped_artifacts(tmp_path_factory):
     return export_onnx_and_tflite_int8(tmp_path_factory.mktemp("shipped"))
 
 
+@pytest.fixture(scope="session")
+def fashion_fp32_run(tmp_path_factory) -> Path:
+    """The shipped checkpoint's fp32 TFLite export: the folder holding it, its fp32 ONNX and labels.txt."""
+    out = tmp_path_factory.mktemp("fashion-fp32")
+    export(ExportOptions(variant="m0", format="tflite", checkpoint=SHIPPED, output=out))
+    return out
+
+
 def blank_bilevel_png(path, width: int, height: int) -> None:
     """A valid all-black 1-bit PNG of any declared size in a few kB (rows of zero bytes deflate
     to almost nothing), written chunk by chunk: no image of that size is ever in memory."""

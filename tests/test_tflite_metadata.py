@@ -86,10 +86,8 @@ def test_labels_with_line_breaks_are_refused():
 
 
 @pytest.fixture(scope="module")
-def fashion_fp32(tmp_path_factory):
-    out = tmp_path_factory.mktemp("fp32")
-    export(ExportOptions(variant="m0", format="tflite", checkpoint=SHIPPED, output=out))
-    return out / artifact_names("m0")["tflite_fp32"]
+def fashion_fp32(fashion_fp32_run):
+    return fashion_fp32_run / artifact_names("m0")["tflite_fp32"]
 
 
 def test_artifact_carries_both_metadata_entries_and_its_labels(fashion_fp32):
