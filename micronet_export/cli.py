@@ -14,39 +14,17 @@ import sys
 from pathlib import Path
 
 from micronet_export import __version__
+from micronet_export.cli_args import Parser, positive_int, thresholds
+from micronet_export.cli_export import SUBCOMMAND_HELP, export_options, export_parser
 from micronet_export.errors import ParityError, UserError
 from micronet_export.interrupt import raise_if_interrupted, sigint_recorded
 from micronet_export.model.variants import VARIANTS
 
-SUBCOMMAND_HELP = {
-    "export": "(the default) export a variant to ONNX / TFLite with parity checks and a report",
-    "info": "describe a variant, or print the metadata an .onnx / .tflite carries",
-    "evaluate": "top-1 / top-5 of checkpoints and artifacts on a labelled image folder",
-    "profile": "latency of .onnx / .tflite models, locally, over adb or over ssh",
-    "check": "parity matrix as a CI gate (exit 1 when a cell fails)",
-    "predict": "top-K classes and scores of images under an artifact or a checkpoint",
-}
 
-
-class _Parser(argparse.ArgumentParser):
-    """argparse whose errors are one ``error:`` line like every other user mistake."""
-
-    def error(self, message: str):
-        raise UserError(f"{message} (see {self.prog} --help)")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def _info_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="micronet-export info", description="Describe a MicroNet variant, or read an artifact's metadata.")
+    p = Parser(prog="micronet-export info", description="Describe a MicroNet variant, or read an artifact's metadata.")
     p.add_argument("artifact", nargs="?", help=".onnx or .tflite written by micronet-export")
     p.add_argument("--variant", help=f"one of {', '.join(VARIANTS)}")
     p.add_argument("--input-size", type=int, default=224, help="multiple of 32 (default 224)")
@@ -72,94 +50,6 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _thresholds(base, **overrides):
-    from dataclasses import replace
-
-    return replace(base, **{k: v for k, v in overrides.items() if v is not None})
-
-
-def _export_parser() -> argparse.ArgumentParser:
-    from micronet_export.export import FORMATS
-    from micronet_export.parity import FP32_THRESHOLDS, INT8_THRESHOLDS
-    from micronet_export.quantize import CALIBRATION_METHODS
-
-    p = _Parser(
-        prog="micronet-export",
-        usage="micronet-export [export] --variant V --format {onnx,tflite} [options]\n"
-              "       micronet-export {info,evaluate,profile,check,predict} ...  (COMMAND --help for each)",
-        description="Export MicroNet to ONNX / TFLite with parity checks.\n\nsub-commands:\n"
-        + "\n".join(f"  {name:<10} {text}" for name, text in SUBCOMMAND_HELP.items()),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--variant", required=True, help=f"one of {', '.join(VARIANTS)}")
-    p.add_argument("--format", required=True, choices=FORMATS)
-    prec = p.add_mutually_exclusive_group()
-    prec.add_argument("--int8", action="store_true", help="full-integer int8, calibrated on photos")
-    prec.add_argument("--fp16", action="store_true", help="TFLite with float16 weights")
-    p.add_argument("--checkpoint", help="official-format MicroNet checkpoint (.pth) or a shipped one by name: imagenet "
-                   "(default for m0, the official ImageNet M0), fashion-mnist; other variants: random init")
-    p.add_argument("--random-init", action="store_true", help="ignore the shipped default checkpoint")
-    p.add_argument("--calibration", help="folder of images (jpg/png/webp/bmp); default: the checkpoint card's set, "
-                   "else the 200 photos in calibration/ (a float export without any runs parity on random inputs)")
-    p.add_argument("--calibration-method", default="minmax", choices=CALIBRATION_METHODS)
-    p.add_argument("--ort-int8-ops", default="conv", choices=("conv", "all"),
-                   help="ONNX int8 scope: Conv/Gemm only (default; Dynamic Shift-Max math stays float) or every op")
-    p.add_argument("--onnx-optimize", default="auto", choices=("auto", "none"),
-                   help="auto: the MicroNet graph passes for each runtime (default); none: the plain torch.onnx export")
-    p.add_argument("--output", help="output folder (default models/<variant>/)")
-    p.add_argument("--opset", type=int, default=17)
-    p.add_argument("--input-size", type=int, help="multiple of 32 (default: the checkpoint card's, else 224)")
-    p.add_argument("--dynamic-batch", action="store_true", help="ONNX with a dynamic batch axis")
-    p.add_argument("--io-dtype", choices=("int8", "uint8", "float32"),
-                   help="int8 TFLite input/output type (default uint8, what MediaPipe takes)")
-    pixels = p.add_mutually_exclusive_group()
-    pixels.add_argument("--raw-pixels", action="store_const", const=True, dest="raw_pixels",
-                        help="TFLite takes the RGB values 0..255, mean/std folded into the model (the default)")
-    pixels.add_argument("--normalized-input", action="store_const", const=False, dest="raw_pixels",
-                        help="TFLite takes (x / 255 - mean) / std per channel, as the ONNX model does")
-    p.add_argument("--int8-target-cosine", type=float,
-                   help="int8 accuracy control: mean logit cosine to keep vs fp32 (default: --int8-min-cosine)")
-    p.add_argument("--int8-target-top1", type=float, help="top-1 agreement to keep vs fp32 (default: --int8-min-top1)")
-    p.add_argument("--keep-float", default="", metavar="MODULES",
-                   help="comma-separated modules kept in float in int8 models, e.g. features.6,classifier")
-    p.add_argument("--int8-fallback", default="auto", choices=("auto", "none"),
-                   help="auto: better ranges, then float islands when plain int8 misses the target; none: plain int8")
-    p.add_argument("--force", action="store_true",
-                   help="replace an earlier run's artifacts in the output folder (those this run does not write are removed)")
-    p.add_argument("--threads", type=_positive_int, default=1, help="threads for the parity runs")
-    p.add_argument("--no-per-layer", action="store_true", help="skip the per-layer int8 error table")
-    p.add_argument("--parity-warn-only", action="store_true", help="report parity breaches but exit 0")
-    p.add_argument("--fp32-max-abs-rel", type=float, help=f"default {FP32_THRESHOLDS.max_abs_rel}")
-    p.add_argument("--int8-min-cosine", type=float, help=f"mean logit cosine, default {INT8_THRESHOLDS.cosine_mean}")
-    p.add_argument("--int8-min-top1", type=float, help=f"top-1 agreement, default {INT8_THRESHOLDS.top1_agreement}")
-    p.add_argument("--json", action="store_true", help="print the report JSON instead of the table")
-    p.add_argument("--emulate", metavar="CORE[,CORE]", help="add a per-core fp32-vs-int8 answer to the report "
-                   "(TFLite: instructions per invoke on emulated ARM cores, cortex-a53/a72/a76, neoverse-n1)")
-    return p
-
-
-def _export_options(args: argparse.Namespace):
-    from micronet_export.emulate.cli_args import export_cores
-    from micronet_export.export import ExportOptions
-    from micronet_export.parity import FP16_THRESHOLDS, FP32_THRESHOLDS, INT8_THRESHOLDS
-
-    return ExportOptions(
-        variant=args.variant, format=args.format, int8=args.int8, fp16=args.fp16, checkpoint=args.checkpoint,
-        random_init=args.random_init, calibration=args.calibration, output=args.output, opset=args.opset,
-        input_size=args.input_size, dynamic_batch=args.dynamic_batch, calibration_method=args.calibration_method,
-        io_dtype=args.io_dtype, raw_pixels=args.raw_pixels, ort_int8_ops=args.ort_int8_ops,
-        onnx_optimize=args.onnx_optimize,
-        int8_target_cosine=args.int8_target_cosine,
-        int8_target_top1=args.int8_target_top1, int8_fallback=args.int8_fallback,
-        keep_float=tuple(m.strip() for m in args.keep_float.split(",") if m.strip()),
-        emulate=export_cores(args.emulate, args.format), force=args.force, per_layer=not args.no_per_layer,
-        fail_on_parity=not args.parity_warn_only,
-        fp32_thresholds=_thresholds(FP32_THRESHOLDS, max_abs_rel=args.fp32_max_abs_rel),
-        int8_thresholds=_thresholds(INT8_THRESHOLDS, cosine_mean=args.int8_min_cosine, top1_agreement=args.int8_min_top1),
-        fp16_thresholds=FP16_THRESHOLDS, progress=sys.stderr.isatty() and not args.json, threads=args.threads,
-    )
-
-
 def _export(args: argparse.Namespace) -> int:
     from micronet_export.export import export
     from micronet_export.follow_up import follow_up_commands
@@ -167,7 +57,7 @@ def _export(args: argparse.Namespace) -> int:
 
     # Stage progress on a terminal only: piped stderr (CI, tests) carries warnings and errors.
     logging.getLogger().setLevel(logging.INFO if sys.stderr.isatty() and not args.json else logging.WARNING)
-    options = _export_options(args)
+    options = export_options(args)
     try:
         report, error = export(options), None
     except ParityError as exc:
@@ -193,7 +83,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _evaluate_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="micronet-export evaluate",
+    p = Parser(prog="micronet-export evaluate",
                 description="Top-1/top-5 of checkpoints and artifacts on a labelled folder. Class indices and input "
                 "size come from the artifacts' metadata or the checkpoint's card; stderr says which rule mapped "
                 "the labels.")
@@ -201,12 +91,12 @@ def _evaluate_parser() -> argparse.ArgumentParser:
                    help="m0..m3 (the shipped or --checkpoint weights), a .pth checkpoint, an .onnx or a .tflite")
     p.add_argument("--data", required=True, help="DIR/<class>/<image>, or DIR with --labels file.csv")
     p.add_argument("--labels", help="file.csv (file,label) or a class-names file (one per line, index order)")
-    p.add_argument("--limit", type=_positive_int, help="first N images only")
+    p.add_argument("--limit", type=positive_int, help="first N images only")
     p.add_argument("--input-size", type=int, help="default: the artifacts' size, else the checkpoint card's, else 224")
     p.add_argument("--variant", help="variant of .pth targets (default: the card's, else the one the weights fit)")
     p.add_argument("--checkpoint", help="checkpoint for variant targets")
     p.add_argument("--random-init", action="store_true", help="score a variant target with random weights")
-    p.add_argument("--threads", type=_positive_int, default=1)
+    p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--json", action="store_true")
     return p
 
@@ -235,7 +125,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _profile_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="micronet-export profile", description="Latency of .tflite / .onnx models.")
+    p = Parser(prog="micronet-export profile", description="Latency of .tflite / .onnx models.")
     p.add_argument("artifacts", nargs="+", metavar="ARTIFACT")
     p.add_argument("--threads", default="1", help="comma-separated thread counts, e.g. 1,2,4")
     p.add_argument("--runs", type=int, default=100)
@@ -282,7 +172,7 @@ def _profile(args: argparse.Namespace) -> int:
 def _check_parser() -> argparse.ArgumentParser:
     from micronet_export.parity import FP16_THRESHOLDS, FP32_THRESHOLDS, INT8_THRESHOLDS
 
-    p = _Parser(prog="micronet-export check",
+    p = Parser(prog="micronet-export check",
                 description="Parity matrix as a CI gate: exit 0 when every cell holds, 1 otherwise.")
     p.add_argument("--variants", default="m0")
     p.add_argument("--formats", default="onnx,tflite")
@@ -320,9 +210,9 @@ def _check(args: argparse.Namespace) -> int:
             default_ckpt = item
     base = ExportOptions(
         checkpoint=default_ckpt, calibration=args.calibration, input_size=args.input_size, random_init=args.random_init,
-        fp32_thresholds=_thresholds(FP32_THRESHOLDS, max_abs_rel=args.fp32_max_abs_rel),
-        fp16_thresholds=_thresholds(FP16_THRESHOLDS, cosine_mean=args.fp16_min_cosine),
-        int8_thresholds=_thresholds(INT8_THRESHOLDS, cosine_mean=args.int8_min_cosine, top1_agreement=args.int8_min_top1),
+        fp32_thresholds=thresholds(FP32_THRESHOLDS, max_abs_rel=args.fp32_max_abs_rel),
+        fp16_thresholds=thresholds(FP16_THRESHOLDS, cosine_mean=args.fp16_min_cosine),
+        int8_thresholds=thresholds(INT8_THRESHOLDS, cosine_mean=args.int8_min_cosine, top1_agreement=args.int8_min_top1),
     )
     logging.getLogger().setLevel(logging.INFO if sys.stderr.isatty() and not args.json else logging.WARNING)
     rows = run_check(args.variants, args.formats, args.precisions, checkpoints=checkpoints, base=base, output=args.output,
@@ -339,12 +229,12 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _predict_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="micronet-export predict", description="Top-K classes (softmax scores) of images.")
+    p = Parser(prog="micronet-export predict", description="Top-K classes (softmax scores) of images.")
     p.add_argument("model", metavar="MODEL", help=".tflite, .onnx, .pth / .pt, or a shipped checkpoint's name")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="jpg / png / webp / bmp files")
-    p.add_argument("--top", type=_positive_int, default=5, help="classes per image (default 5)")
+    p.add_argument("--top", type=positive_int, default=5, help="classes per image (default 5)")
     p.add_argument("--variant", help="variant of a checkpoint (default: the card's, else the one the weights fit)")
-    p.add_argument("--threads", type=_positive_int, default=1)
+    p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     return p
 
@@ -362,7 +252,7 @@ def _predict(args: argparse.Namespace) -> int:
 # name -> (parser, runner). tests/test_readme.py checks that README lists every one of these
 # sub-commands and every flag of their parsers.
 SUBCOMMANDS = {
-    "export": (_export_parser, _export),
+    "export": (export_parser, _export),
     "info": (_info_parser, _info),
     "evaluate": (_evaluate_parser, _evaluate),
     "profile": (_profile_parser, _profile),

@@ -102,12 +102,29 @@ def _write_artifacts(run: ExportRun) -> onnx.ModelProto:
     if "onnx_int8" in opts.planned():
         run.report.artifacts.append(onnx_int8_artifact(run, ort.model, ort_holdout))
     if opts.format == "tflite":
-        return _tflite_artifact(run, plain)
+        int8_plain = _distilled_export(run) if opts.int8 and opts.int8_distill_steps else plain
+        return _tflite_artifact(run, plain, int8_plain)
     return ort.model
 
 
-def _tflite_artifact(run: ExportRun, plain: onnx.ModelProto) -> onnx.ModelProto:
-    """The TFLite stage on the TFLite target's graph; returns that graph."""
+def _distilled_export(run: ExportRun) -> onnx.ModelProto:
+    """The plain ONNX export of the network fine-tuned for TFLite int8 (``--int8-distill``); the
+    run records what was fine-tuned for the report and the int8 artifact's metadata."""
+    from micronet_export.int8.weights import distilled_model
+
+    opts = run.opts
+    with run.timer.stage("int8 distillation"):
+        student, record = distilled_model(run.model, run.images.calibration, run.images.holdout,
+                                          opts.int8_distill_steps, teacher_sha256=run.report.checkpoint["sha256"],
+                                          progress=opts.progress)
+    run.int8_weights = record
+    run.report.int8_weights = record.as_dict()
+    with run.timer.stage("onnx export (int8 weights)"):
+        return export_onnx(student, input_size=opts.input_size, opset=opts.opset, dynamic_batch=opts.dynamic_batch)
+
+
+def _tflite_artifact(run: ExportRun, plain: onnx.ModelProto, int8_plain: onnx.ModelProto) -> onnx.ModelProto:
+    """The TFLite stage on the TFLite target's graph (``int8_plain``'s for int8); returns that graph."""
     from micronet_export.tflite_stage import tflite_artifact
 
     with run.timer.stage("onnx optimization"):
@@ -118,8 +135,9 @@ def _tflite_artifact(run: ExportRun, plain: onnx.ModelProto) -> onnx.ModelProto:
 
         graph = fold_normalization(graph)
     if run.opts.int8:
+        int8_graph = optimized.model if int8_plain is plain else optimize(int8_plain, "tflite", run.opts.onnx_optimize).model
         with run.timer.stage("tflite int8 quantization"):
-            stage, graph = _tflite_int8(run, optimized.model)
+            stage, graph = _tflite_int8(run, int8_graph)
     art = tflite_artifact(run, graph, int8=stage)
     art.graph["optimization"] = optimized.describe()
     if not run.images.has_photos:

@@ -159,7 +159,9 @@ def standard_metadata(meta: dict[str, str], *, labels: tuple[str, ...] | None, a
     return StandardMetadata(
         name=f"MicroNet-{variant} image classifier ({precision})",
         description=(f"MicroNet-{variant} (Li et al., ICCV 2021), {classes} classes, {size}x{size} RGB input, "
-                     f"{precision}: {meta['micronet.quantization']}. Exported by {meta['micronet.tool']}."),
+                     f"{precision}: {meta['micronet.quantization']}. "
+                     + (f"Weights {meta['micronet.int8_weights']}. " if "micronet.int8_weights" in meta else "")
+                     + f"Exported by {meta['micronet.tool']}."),
         version=f"{meta['micronet.tool']}; checkpoint sha256 {meta['micronet.checkpoint_sha256']}",
         author=author,
         license=meta.get("micronet.weights_license") or "no licence recorded for these weights",

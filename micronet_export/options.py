@@ -103,7 +103,12 @@ class ExportOptions:
     int8_target_cosine: float | None = None
     int8_target_top1: float | None = None
     keep_float: tuple[str, ...] = ()
-    int8_fallback: str = "auto"
+    # None: "auto", or "none" with int8_distill_steps (float islands in fine-tuned weights only
+    # move the model toward the tuned float network, which has drifted from the original).
+    int8_fallback: str | None = None
+    # Quantization-aware distillation of the int8 models' weights (micronet_export.int8.distill):
+    # this many steps on the calibration photos, 0 = off. fp32 / fp16 artifacts never change.
+    int8_distill_steps: int = 0
     # Emulated ARM cores for the report's per-core fp32-vs-int8 answer (micronet_export.emulate).
     emulate: tuple[str, ...] = ()
     force: bool = False
@@ -137,8 +142,15 @@ class ExportOptions:
             raise UserError(f"unknown --ort-int8-ops {self.ort_int8_ops!r}; valid: {', '.join(ORT_INT8_OPS)}")
         if self.onnx_optimize not in OPTIMIZE_MODES:
             raise UserError(f"unknown --onnx-optimize {self.onnx_optimize!r}; valid: {', '.join(OPTIMIZE_MODES)}")
-        if self.int8_fallback not in FALLBACKS:
-            raise UserError(f"unknown --int8-fallback {self.int8_fallback!r}; valid: {', '.join(FALLBACKS)}")
+        if self.int8_distill_steps < 0:
+            raise UserError(f"--int8-distill takes a number of steps >= 0, got {self.int8_distill_steps}")
+        if self.int8_distill_steps and self.format != "tflite":
+            # The distillation simulates full-integer int8; ONNX Runtime's int8 keeps Dynamic
+            # Shift-Max and the convs its cost model prefers float, where the tuned weights only drift.
+            raise UserError("--int8-distill tunes weights for full-integer int8: use it with --format tflite")
+        fallback = self.int8_fallback or ("none" if self.int8_distill_steps else "auto")
+        if fallback not in FALLBACKS:
+            raise UserError(f"unknown --int8-fallback {fallback!r}; valid: {', '.join(FALLBACKS)}")
         self.check_thresholds()
         self._check_int8_only(variant)
         wants_pixels = self.raw_pixels if self.raw_pixels is not None else self.format == "tflite" and not self.int8
@@ -151,7 +163,7 @@ class ExportOptions:
         check_input_size(input_size)
         output = Path(self.output) if self.output else Path("models") / variant
         return replace(self, variant=variant, output=output, checkpoint=checkpoint, input_size=input_size,
-                       calibration=calibration, io_dtype=io_dtype, raw_pixels=raw_pixels)
+                       calibration=calibration, io_dtype=io_dtype, raw_pixels=raw_pixels, int8_fallback=fallback)
 
     def _raw_pixels(self, io_dtype: str) -> bool:
         """Whether the TFLite artifact takes the RGB values 0..255 (see ``raw_pixels``)."""
@@ -177,7 +189,8 @@ class ExportOptions:
         ``--keep-float`` names checked against the model's modules before any work."""
         given = [flag for flag, value in (("--keep-float", self.keep_float),
                                           ("--int8-target-cosine", self.int8_target_cosine is not None),
-                                          ("--int8-target-top1", self.int8_target_top1 is not None)) if value]
+                                          ("--int8-target-top1", self.int8_target_top1 is not None),
+                                          ("--int8-distill", self.int8_distill_steps != 0)) if value]
         if given and not self.int8:
             raise UserError(f"{given[0]} shapes an int8 model: use it with --int8")
         if self.keep_float:
@@ -192,7 +205,7 @@ class ExportOptions:
         top1 = self.int8_target_top1 if self.int8_target_top1 is not None else self.int8_thresholds.top1_agreement
         return Int8Options(target=Int8Target(cosine=cosine if cosine is not None else 0.98,
                                              top1=top1 if top1 is not None else 0.0),
-                           fallback=self.int8_fallback, keep_float=tuple(self.keep_float))
+                           fallback=self.int8_fallback or "auto", keep_float=tuple(self.keep_float))
 
     def planned(self) -> list[str]:
         """Artifact keys this run writes, in order."""

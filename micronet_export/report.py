@@ -63,6 +63,8 @@ class Report:
     timings_s: dict[str, float] = field(default_factory=dict)
     # Per-core fp32-vs-int8 answer from emulated ARM (export --emulate); empty otherwise.
     emulation: dict = field(default_factory=dict)
+    # What the int8 artifacts' weights are when they are not the checkpoint's (--int8-distill).
+    int8_weights: dict = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -88,6 +90,7 @@ class Report:
             "timings_s": {k: round(v, 3) for k, v in self.timings_s.items()},
             "passed": self.passed,
             **({"emulation": self.emulation} if self.emulation else {}),
+            **({"int8_weights": self.int8_weights} if self.int8_weights else {}),
         }
 
 
@@ -136,6 +139,11 @@ def to_markdown(report: Report) -> str:
                    f" {c.get('skipped', 0)} skipped; parity on {c.get('holdout')} held-out images")
     elif c.get("note"):
         out.append(f"- calibration: {c['note']}")
+    if report.int8_weights:
+        w = report.int8_weights
+        out.append(f"- int8 weights: {w['summary']}; simulated int8 vs fp32 on the held-out photos: cosine "
+                   f"{w['simulated_before']['cosine']} -> {w['simulated_after']['cosine']}, top-1 agreement "
+                   f"{w['simulated_before']['top1']} -> {w['simulated_after']['top1']} ({w['seconds']} s)")
     if report.removed_stale:
         out.append("- removed artifacts of an earlier run that this run did not write (--force): "
                    + ", ".join(report.removed_stale))

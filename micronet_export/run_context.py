@@ -8,6 +8,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,6 +19,9 @@ from micronet_export.output import StagedOutput, artifact_names
 from micronet_export.parity import Thresholds, conditioned
 from micronet_export.report import Report
 from micronet_export.runtimes import run_torch, run_torch_float64
+
+if TYPE_CHECKING:
+    from micronet_export.int8.weights import Int8Weights
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +164,8 @@ class ExportRun:
     out: StagedOutput
     report: Report
     timer: StageTimer = field(default_factory=StageTimer)
+    # Set when the int8 artifacts are made from fine-tuned weights (--int8-distill).
+    int8_weights: Int8Weights | None = None
 
     @property
     def names(self) -> dict[str, str]:
@@ -173,11 +179,14 @@ class ExportRun:
         from micronet_export.metadata import artifact_metadata
 
         opts = self.opts
-        return artifact_metadata(variant=opts.variant, input_size=opts.input_size, layout=layout, precision=precision,
+        meta = artifact_metadata(variant=opts.variant, input_size=opts.input_size, layout=layout, precision=precision,
                                  num_classes=self.model.num_classes, checkpoint_sha256=self.report.checkpoint["sha256"],
                                  quantization=quantization, labels=labels_for(opts.checkpoint, self.model.num_classes),
                                  weights_license=self.report.checkpoint.get("license_notice"),
                                  raw_pixels=opts.raw_pixels and layout == "NHWC")
+        if precision == "int8" and self.int8_weights is not None:
+            meta["micronet.int8_weights"] = self.int8_weights.summary
+        return meta
 
     def standard_metadata(self, meta: dict[str, str]):
         """The standard TFLite metadata beside ``meta`` (the artifact's ``micronet.*`` entry)."""

@@ -35,7 +35,7 @@ MIN_CROP_SIDE = 0.55
 class DistillOptions:
     steps: int = 300
     batch_size: int = 8
-    learning_rate: float = 5e-5
+    learning_rate: float = 1e-4
     recalibrate_every: int = 25
     seed: int = 0
 
