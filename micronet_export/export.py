@@ -114,10 +114,10 @@ def _distilled_export(run: ExportRun) -> onnx.ModelProto:
 
     opts = run.opts
     with run.timer.stage("int8 distillation"):
-        student, record = distilled_model(run.model, run.images.calibration, run.images.holdout,
+        student, record, learned = distilled_model(run.model, run.images.calibration, run.images.holdout,
                                           opts.int8_distill_steps, teacher_sha256=run.report.checkpoint["sha256"],
                                           progress=opts.progress)
-    run.int8_weights = record
+    run.int8_weights, run.int8_ranges = record, learned
     run.report.int8_weights = record.as_dict()
     with run.timer.stage("onnx export (int8 weights)"):
         return export_onnx(student, input_size=opts.input_size, opset=opts.opset, dynamic_batch=opts.dynamic_batch)
@@ -152,16 +152,27 @@ def _tflite_int8(run: ExportRun, graph: onnx.ModelProto):
     opts, images = run.opts, run.images
     if not opts.raw_pixels:
         return int8_stage("tflite", graph, images.calibration, run.reference_of, opts.int8_options(),
-                          io_dtype=opts.io_dtype, threads=opts.threads,
+                          io_dtype=opts.io_dtype, threads=opts.threads, learned_ranges=run.int8_ranges,
                           per_layer_images=images.holdout[:8] if opts.per_layer else None), graph
     from micronet_export.input_normalization import PIXEL_RANGE, fold_normalization, from_raw_pixels, to_raw_pixels
 
     raw_graph = fold_normalization(graph)
     stage = int8_stage("tflite", raw_graph, to_raw_pixels(images.calibration),
                        lambda x: run.reference_of(from_raw_pixels(x)), opts.int8_options(), io_dtype=opts.io_dtype,
-                       threads=opts.threads, input_range=PIXEL_RANGE,
+                       threads=opts.threads, input_range=PIXEL_RANGE, learned_ranges=_in_pixels(run.int8_ranges),
                        per_layer_images=to_raw_pixels(images.holdout[:8]) if opts.per_layer else None)
     return stage, raw_graph
+
+
+def _in_pixels(learned):
+    """Learned ranges for the graph that takes pixels: the same tensors after the input."""
+    if learned is None:
+        return None
+    from dataclasses import replace
+
+    from micronet_export.input_normalization import to_raw_pixels
+
+    return replace(learned, images=to_raw_pixels(learned.images))
 
 
 def _parity_on_fixed_inputs_only(art: ArtifactReport) -> None:

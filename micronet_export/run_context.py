@@ -21,6 +21,7 @@ from micronet_export.report import Report
 from micronet_export.runtimes import run_torch, run_torch_float64
 
 if TYPE_CHECKING:
+    from micronet_export.int8.learned_ranges import LearnedRanges
     from micronet_export.int8.weights import Int8Weights
 
 log = logging.getLogger(__name__)
@@ -166,6 +167,7 @@ class ExportRun:
     timer: StageTimer = field(default_factory=StageTimer)
     # Set when the int8 artifacts are made from fine-tuned weights (--int8-distill).
     int8_weights: Int8Weights | None = None
+    int8_ranges: LearnedRanges | None = None  # activation ranges learned with those weights
 
     @property
     def names(self) -> dict[str, str]:

@@ -34,6 +34,9 @@ def _quantization(run: ExportRun, precision: str, int8) -> str:
     if int8 is not None:
         islands = f": {', '.join(int8.plan.float_units)}" if int8.plan.float_units else ""
         plan = f", {int8.plan.describe()}{islands}"
+        learned = int8.summary.get("learned_ranges_applied")
+        if learned:
+            plan += f" ({learned} activation ranges learned with the fine-tuned weights)"
     return (f"full integer: int8 weights (per-channel) and activations, {run.opts.io_dtype} input/output, "
             f"TFLiteConverter calibration on {len(run.images.calibration)} images{plan}")
 

@@ -144,6 +144,10 @@ def test_int8_distill_fine_tunes_only_the_int8_artifacts_and_says_so(tmp_path):
     record = tuned_report.as_dict()["int8_weights"]
     assert record["steps"] == 60 and record["teacher_sha256"] == tuned_report.checkpoint["sha256"]
     assert "int8_weights" not in plain_report.as_dict()
+    # the learned ranges reach the TFLite model: most rounding points found their tensor
+    # (the rest, e.g. a multiply the converter folds into a depthwise conv, have none)
+    summary = next(a for a in tuned_report.artifacts if a.path.endswith(".tflite")).int8
+    assert record["learned_ranges"] > 100 and summary["learned_ranges_applied"] >= record["learned_ranges"] // 2, summary.get("learned_ranges_applied")
     # judged against the original fp32 network on photos neither run trained or calibrated on
     photos = load_folder(project_path("models/fashion_mnist_calibration"), input_size=FASHION_SIZE).arrays[-40:]
     reference = run_torch(create_model("m0", checkpoint=PLAIN, num_classes=None), photos)

@@ -4,8 +4,9 @@ The student is the fp32 network with its BatchNorms folded and int8 simulated wh
 runtimes round (:mod:`fake_quant`); the teacher is the unchanged fp32 network. The loss is
 the KL divergence of the student's class distribution from the teacher's on randomly cropped
 and flipped calibration photos: no labels are needed, and what is learned is exactly "give the
-fp32 answers through int8 arithmetic". Activation ranges are re-observed on the calibration
-photos as the weights move, as the converters will observe them.
+fp32 answers through int8 arithmetic". Activation ranges are learned with the weights (from the
+observed min/max; :mod:`learned_ranges` carries them into TFLite), or re-observed on the
+calibration photos as the weights move, as a converter would set them.
 
 The result is an official-format state_dict (folded convs, identity BatchNorms carrying the
 folded bias), so every existing path loads and exports it unchanged; it is meant for int8
@@ -38,6 +39,10 @@ class DistillOptions:
     learning_rate: float = 1e-4
     recalibrate_every: int = 25
     seed: int = 0
+    # Learn each activation range too (from the observed min/max, straight-through rounding);
+    # off: ranges re-observed every ``recalibrate_every`` steps, as a converter would set them.
+    learn_ranges: bool = True
+    range_learning_rate: float = 1e-2  # on log-factors of the range's ends
 
 
 @dataclass
@@ -57,6 +62,10 @@ class DistillResult:
     before: Agreement
     after: Agreement
     losses: list[float] = field(default_factory=list)
+    # With learned ranges: each rounding point's range, and its float (min, max, mean) on the
+    # training photos with the tuned weights, which finds the same tensor in an exported graph.
+    ranges: list[tuple[float, float]] = field(default_factory=list)
+    signatures: list[tuple[float, float, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -150,11 +159,15 @@ def distill(model: nn.Module, photos: np.ndarray, options: DistillOptions | None
     with torch.no_grad():
         reference = torch.cat([teacher(check[s:s + 32]) for s in range(0, len(check), 32)])
     before = agreement(simulation.logits(check), reference)
-    optimizer = torch.optim.Adam(trainable_parameters(simulation), lr=options.learning_rate)
+    groups = [{"params": trainable_parameters(simulation), "lr": options.learning_rate}]
+    if options.learn_ranges:
+        groups.append({"params": [p for q in simulation.activations for p in q.learn_range()],
+                       "lr": options.range_learning_rate})
+    optimizer = torch.optim.Adam(groups)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(options.steps, 1))
     losses = []
     for step in range(options.steps):
-        if step and step % options.recalibrate_every == 0:
+        if step and step % options.recalibrate_every == 0 and not options.learn_ranges:
             simulation.observe_ranges(train)
         batch = augment(train[torch.randint(0, len(train), (options.batch_size,), generator=generator)], generator)
         with torch.no_grad():
@@ -167,11 +180,17 @@ def distill(model: nn.Module, photos: np.ndarray, options: DistillOptions | None
         losses.append(round(loss.item(), 5))
         if progress is not None and (step + 1) % options.recalibrate_every == 0:
             progress(step + 1, options.steps, float(np.mean(losses[-options.recalibrate_every:])))
-    simulation.observe_ranges(train)
+    ranges, signatures = [], []
+    if options.learn_ranges:
+        with torch.no_grad():
+            ranges = [tuple(float(v) for v in q.range()) for q in simulation.activations]
+        signatures = simulation.signatures(train)
+    else:
+        simulation.observe_ranges(train)
     after = agreement(simulation.logits(check), reference)
-    tuned = dict(simulation.module.named_parameters())
+    tuned = {k: v for k, v in simulation.module.named_parameters() if "int8_" not in k}
     state = official_state_dict(tuned, model.state_dict(), folds)
-    return DistillResult(state, options, round(time.perf_counter() - start, 1), before, after, losses)
+    return DistillResult(state, options, round(time.perf_counter() - start, 1), before, after, losses, ranges, signatures)
 
 
 def simulated_agreement(model: nn.Module, calibration: np.ndarray, photos: np.ndarray) -> Agreement:

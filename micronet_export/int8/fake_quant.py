@@ -54,7 +54,8 @@ def _fuses_with_activation(node, fused_activations, moves) -> bool:
 
 
 class ActivationQuantizer(nn.Module):
-    """Per-tensor asymmetric int8 fake quantization with an observed min/max range."""
+    """Per-tensor asymmetric int8 fake quantization with an observed min/max range, which
+    :meth:`learn_range` makes trainable (each end scaled by a learned positive factor)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -62,6 +63,21 @@ class ActivationQuantizer(nn.Module):
         self.register_buffer("high", torch.tensor(0.0))
         self.observing = False
         self.enabled = True
+        self.log_low: nn.Parameter | None = None
+        self.log_high: nn.Parameter | None = None
+
+    def learn_range(self) -> list[nn.Parameter]:
+        """Train the range from the observed one: log-factors, so each end keeps its sign."""
+        self.log_low, self.log_high = nn.Parameter(torch.zeros(())), nn.Parameter(torch.zeros(()))
+        return [self.log_low, self.log_high]
+
+    def range(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The range in use; it always holds zero (exact zero padding and ReLU zeros), as in
+        both runtimes."""
+        low, high = self.low, self.high
+        if self.log_low is not None:
+            low, high = low * torch.exp(self.log_low), high * torch.exp(self.log_high)
+        return torch.clamp(low, max=0.0), torch.clamp(high, min=0.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.observing:
@@ -70,12 +86,18 @@ class ActivationQuantizer(nn.Module):
             return x
         if not self.enabled:
             return x
-        # The range always holds zero (exact zero padding and ReLU zeros), as in both runtimes.
-        low, high = torch.clamp(self.low, max=0.0), torch.clamp(self.high, min=0.0)
+        low, high = self.range()
         qmin, qmax = ACTIVATION_LEVELS
         scale = torch.clamp((high - low) / (qmax - qmin), min=1e-12)
-        zero = torch.round(qmin - low / scale).clamp(qmin, qmax).to(torch.int32)
-        return torch.fake_quantize_per_tensor_affine(x, scale, zero, qmin, qmax)
+        if self.log_low is None:
+            zero = torch.round(qmin - low / scale).clamp(qmin, qmax).to(torch.int32)
+            return torch.fake_quantize_per_tensor_affine(x, scale, zero, qmin, qmax)
+        # Straight-through rounding: gradients reach x inside the range and the range's ends.
+        zero = qmin - low / scale
+        zero = zero + (zero.round() - zero).detach()
+        levels = torch.clamp(x / scale + zero, qmin, qmax)
+        levels = levels + (levels.round() - levels).detach()
+        return (levels - zero) * scale
 
 
 class WeightQuantizer(nn.Module):
@@ -124,6 +146,34 @@ class Int8Simulation:
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             return torch.cat([self.module(images[s:s + CHUNK]) for s in range(0, len(images), CHUNK)])
+
+    def signatures(self, images: torch.Tensor) -> list[tuple[float, float, float]]:
+        """(min, max, mean) of what reaches each activation quantizer in float (no rounding
+        anywhere) over ``images``: what identifies the same tensor in an exported graph."""
+        seen: dict[int, list[tuple[float, float, float]]] = {}
+
+        def recorder(index):
+            def hook(_module, inputs, _output):
+                x = inputs[0].detach()
+                seen.setdefault(index, []).append((x.min().item(), x.max().item(), x.double().mean().item() * len(x)))
+            return hook
+
+        handles = [q.register_forward_hook(recorder(i)) for i, q in enumerate(self.activations)]
+        states = [(q.enabled, q.observing) for q in self.activations], [q.enabled for q in self.weights]
+        self.set_enabled(activations=False, weights=False)
+        try:
+            with torch.no_grad():
+                for start in range(0, len(images), CHUNK):
+                    self.module(images[start:start + CHUNK])
+        finally:
+            for handle in handles:
+                handle.remove()
+            for q, (enabled, _) in zip(self.activations, states[0]):
+                q.enabled = enabled
+            for q, enabled in zip(self.weights, states[1]):
+                q.enabled = enabled
+        return [(min(v[0] for v in seen[i]), max(v[1] for v in seen[i]), sum(v[2] for v in seen[i]) / len(images))
+                for i in range(len(self.activations))]
 
 
 def _depends_on_input(graph) -> set:
@@ -176,4 +226,6 @@ def simulate_int8(model: nn.Module, example: torch.Tensor) -> Int8Simulation:
 
 
 def trainable_parameters(simulation: Int8Simulation) -> Iterable[nn.Parameter]:
-    return [p for p in simulation.module.parameters() if p.requires_grad]
+    """The network's own parameters (learned ranges excluded)."""
+    ranges = [p for q in simulation.activations for p in (q.log_low, q.log_high) if p is not None]
+    return [p for p in simulation.module.parameters() if p.requires_grad and not any(p is r for r in ranges)]

@@ -57,14 +57,16 @@ def split_validation(calibration: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def int8_stage(runtime: str, fp32: onnx.ModelProto, calibration: np.ndarray, reference_of, options: Int8Options, *,
                io_dtype: str = "int8", op_types=("Conv", "Gemm"), threads: int = 1, per_layer_images=None,
-               calibration_method: str = "minmax", input_range: tuple[float, float] | None = None) -> Int8Stage:
-    """``reference_of(images)`` gives the float logits to match (PyTorch)."""
+               calibration_method: str = "minmax", input_range: tuple[float, float] | None = None,
+               learned_ranges=None) -> Int8Stage:
+    """``reference_of(images)`` gives the float logits to match (PyTorch); ``learned_ranges``
+    (TFLite, :class:`learned_ranges.LearnedRanges`) replace the calibrated ranges they match."""
     stats_images, validation = split_validation(calibration)
     if runtime == "tflite":
         from micronet_export.int8.tflite_backend import TFLiteInt8Backend
 
         backend = TFLiteInt8Backend(fp32, calibration, stats_images=stats_images, io_dtype=io_dtype, threads=threads,
-                                    input_range=input_range)
+                                    input_range=input_range, learned_ranges=learned_ranges)
     else:
         from micronet_export.int8.ort_backend import OrtInt8Backend
 
@@ -80,6 +82,8 @@ def int8_stage(runtime: str, fp32: onnx.ModelProto, calibration: np.ndarray, ref
         "trials": [t.as_dict() for t in result.trials],
         "sensitivity": [s.__dict__ for s in result.sensitivity],
     }
+    if getattr(backend, "learned", None):
+        summary["learned_ranges_applied"] = len(backend.learned)
     summary["vs_fp32"] = compare_with_fp32(runtime, fp32, backend, result, calibration[0], threads)
     if per_layer_images is not None and hasattr(backend, "unit_sqnr"):
         summary["per_unit_sqnr"] = backend.unit_sqnr(result.artifact, per_layer_images)

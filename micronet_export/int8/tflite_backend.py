@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from micronet_export.int8.learned_ranges import LearnedRanges, matched_ranges
 from micronet_export.int8.ranges import TensorStats, choose_ranges, collect
 from micronet_export.int8.search import Int8Plan
 from micronet_export.int8.units import unit_of_tflite_tensor, unit_order
@@ -89,8 +90,15 @@ class TFLiteInt8Backend:
     name = "tflite"
 
     def __init__(self, fp32_onnx: onnx.ModelProto, calibration: np.ndarray, *, stats_images: np.ndarray | None = None,
-                 io_dtype: str = "int8", threads: int = 1, input_range: tuple[float, float] | None = None) -> None:
+                 io_dtype: str = "int8", threads: int = 1, input_range: tuple[float, float] | None = None,
+                 learned_ranges: LearnedRanges | None = None) -> None:
         self.calibrated = calibrate(fp32_onnx, calibration)
+        # Every plan starts from the learned ranges where the simulation has them.
+        self.learned = {}
+        if learned_ranges is not None:
+            indices = [t.index for t in calibrated_ops(self.calibrated)[1]]
+            self.learned = matched_ranges(self.calibrated, indices, learned_ranges)
+            self.calibrated = with_ranges(self.calibrated, self.learned)
         # Ranges no plan may change (raw pixels: 0..255 gives the input a scale of exactly 1).
         self.pinned = {_input_index(self.calibrated): input_range} if input_range is not None else {}
         self.calibrated = with_ranges(self.calibrated, self.pinned)

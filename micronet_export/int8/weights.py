@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from micronet_export.int8.distill import Agreement, DistillOptions, distill
+from micronet_export.int8.learned_ranges import LearnedRanges
 
 
 @dataclass(frozen=True)
@@ -26,12 +27,15 @@ class Int8Weights:
     seconds: float
     simulated_before: Agreement  # simulated int8 vs fp32 on the held-out photos
     simulated_after: Agreement
+    learned_ranges: int  # activation ranges learned with the weights (0: re-observed min/max)
 
     @property
     def summary(self) -> str:
         teacher = self.teacher_sha256[:16] + "…" if self.teacher_sha256 else "random initialisation"
+        ranges = f", with {self.learned_ranges} learned activation ranges" if self.learned_ranges else ""
         return (f"fine-tuned for int8 by distillation from the fp32 network (checkpoint sha256 {teacher}): "
-                f"{self.steps} steps on {self.photos} unlabelled calibration photos; fp32 artifacts keep the original weights")
+                f"{self.steps} steps on {self.photos} unlabelled calibration photos{ranges}; fp32 artifacts keep "
+                "the original weights")
 
     def as_dict(self) -> dict:
         return {**asdict(self), "summary": self.summary}
@@ -39,7 +43,8 @@ class Int8Weights:
 
 def distilled_model(model, calibration: np.ndarray, holdout: np.ndarray, steps: int, *,
                     teacher_sha256: str | None, progress: bool = False):
-    """(fine-tuned copy of ``model`` in eval mode, its :class:`Int8Weights` record)."""
+    """(fine-tuned copy of ``model`` in eval mode, its :class:`Int8Weights` record, the learned
+    activation ranges or None)."""
     from micronet_export.model import create_model
 
     def report_progress(step: int, total: int, loss: float) -> None:
@@ -52,5 +57,6 @@ def distilled_model(model, calibration: np.ndarray, holdout: np.ndarray, steps: 
     student = create_model(model.variant, num_classes=model.num_classes)
     student.load_state_dict(result.state_dict)
     record = Int8Weights("distillation", teacher_sha256, steps, len(calibration), result.seconds,
-                         result.before, result.after)
-    return student.eval(), record
+                         result.before, result.after, len(result.ranges))
+    learned = LearnedRanges(result.ranges, result.signatures, calibration) if result.ranges else None
+    return student.eval(), record, learned
