@@ -42,6 +42,7 @@ from micronet_export.images import load_folder, project_path  # noqa: E402
 from micronet_export.int8.passes import correct_bias, equalize  # noqa: E402
 from micronet_export.int8.search import Int8Options, Int8Plan  # noqa: E402
 from micronet_export.int8.distill import DistillOptions, distill  # noqa: E402
+from micronet_export.int8.learned_ranges import LearnedRanges  # noqa: E402
 from micronet_export.int8.mac_share import onnx_mac_share, tflite_mac_share  # noqa: E402
 from micronet_export.int8.stage import artifact_bytes, int8_stage, latency_p50, split_validation  # noqa: E402
 from micronet_export.model.random_weights import realistic_weights  # noqa: E402
@@ -65,12 +66,12 @@ REMEDIES = ("plain", "relmse", "cle", "bias", "cle+bias+relmse", "auto", "distil
 PASS_IMAGES = 32
 
 
-def _backend(runtime: str, fp32, calib: np.ndarray):
+def _backend(runtime: str, fp32, calib: np.ndarray, learned=None):
     stats_images, _ = split_validation(calib)
     if runtime == "tflite":
         from micronet_export.int8.tflite_backend import TFLiteInt8Backend
 
-        return TFLiteInt8Backend(fp32, calib, stats_images=stats_images)
+        return TFLiteInt8Backend(fp32, calib, stats_images=stats_images, learned_ranges=learned)
     from micronet_export.int8.ort_backend import OrtInt8Backend
 
     return OrtInt8Backend(fp32, calib, stats_images=stats_images)
@@ -92,6 +93,7 @@ class Distilled:
     seconds: float
     simulated_before: dict
     simulated_after: dict
+    learned: object = None  # the activation ranges learned with them (TFLite only)
 
 
 def distill_case(model, calib: np.ndarray, size: int, steps: int) -> Distilled:
@@ -100,17 +102,20 @@ def distill_case(model, calib: np.ndarray, size: int, steps: int) -> Distilled:
                      progress=lambda step, total, loss: print(f"  distill {step}/{total} loss {loss:.3f}", file=sys.stderr))
     fine_tuned = create_model(model.variant, num_classes=model.num_classes)
     fine_tuned.load_state_dict(result.state_dict)
+    learned = LearnedRanges(result.ranges, result.signatures, stats_images) if result.ranges else None
     return Distilled(export_onnx(fine_tuned.eval(), input_size=size), result.seconds,
-                     vars(result.before), vars(result.after))
+                     vars(result.before), vars(result.after), learned)
 
 
 def _distilled_remedies(runtime: str, model, calib: np.ndarray, distilled: Distilled) -> dict[str, Remedy]:
     """Plain int8 and the export's search on the distilled weights, judged (like every remedy)
     against the original fp32 model."""
-    backend = _backend(runtime, distilled.graph, calib)
+    learned = distilled.learned if runtime == "tflite" else None
+    backend = _backend(runtime, distilled.graph, calib, learned)
     out = {"distill": Remedy(backend.build(Int8Plan("minmax")), backend, Int8Plan("minmax"), distilled.seconds)}
     start = time.perf_counter()
-    stage = int8_stage(runtime, distilled.graph, calib, lambda x: run_torch(model, x), Int8Options())
+    stage = int8_stage(runtime, distilled.graph, calib, lambda x: run_torch(model, x), Int8Options(),
+                       learned_ranges=learned)
     out["distill+auto"] = Remedy(stage.artifact, backend, stage.plan, distilled.seconds + time.perf_counter() - start)
     return out
 
